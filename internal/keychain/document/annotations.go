@@ -1,0 +1,88 @@
+package document
+
+import (
+	"sort"
+	"strings"
+
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// DefaultAnnotationPrefix is the default prefix of the annotation keys.
+const DefaultAnnotationPrefix = "b9.beam.cloud/"
+
+// AnnotationName is the key's name after the prefix.
+const AnnotationName = "image-credentials"
+
+// FromAnnotations parses the credential documents in a pod's annotations:
+// "<prefix>image-credentials" first, then "<prefix>image-credentials.<name>"
+// in name order. host is the image's canonical host (see Parse). An error
+// names the annotation key; nothing of other annotations is read.
+func FromAnnotations(annotations map[string]string, prefix, host string) ([]Document, error) {
+	if prefix == "" {
+		prefix = DefaultAnnotationPrefix
+	}
+	main := prefix + AnnotationName
+	var named []string
+	for k := range annotations {
+		if strings.HasPrefix(k, main+".") {
+			named = append(named, k)
+		}
+	}
+	sort.Strings(named)
+	keys := named
+	if _, ok := annotations[main]; ok {
+		keys = append([]string{main}, named...)
+	}
+	var docs []Document
+	for _, k := range keys {
+		if k == main+"." {
+			return nil, fieldErr("annotation "+k, "", "annotation name is empty after the dot")
+		}
+		d, err := Parse("annotation "+k, annotations[k], host)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d...)
+		if len(docs) > MaxDocuments {
+			return nil, fieldErr("annotation "+k, "", "more than %d credential documents in the pod", MaxDocuments)
+		}
+	}
+	return docs, nil
+}
+
+// Select returns the document for a canonical host: the first naming that
+// registry, else the first naming none.
+func Select(docs []Document, host string) (Document, bool) {
+	for _, d := range docs {
+		if d.Registry == host {
+			return d, true
+		}
+	}
+	for _, d := range docs {
+		if d.Registry == "" {
+			return d, true
+		}
+	}
+	return Document{}, false
+}
+
+// fingerprint hashes the type, registry and sorted key/value pairs.
+func fingerprint(d Document) string {
+	keys := make([]string, 0, len(d.Keys))
+	for k := range d.Keys {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, 2+2*len(keys))
+	parts = append(parts, string(d.Type), d.Registry)
+	for _, k := range keys {
+		parts = append(parts, k, d.Keys[k].Reveal())
+	}
+	return secret.Fingerprint(parts...)
+}
+
+// New builds a document from keys (for PullImageRequest.auth and node
+// config), detecting the type as Parse does.
+func New(source, reg string, typ Type, keys map[string]secret.Secret, host string) (Document, error) {
+	return finish(source, "", reg, string(typ), keys, nil, host)
+}

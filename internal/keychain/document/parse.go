@@ -1,0 +1,391 @@
+package document
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// Limits on what a document may hold. Kubernetes caps all of a pod's
+// annotations at 256 KiB; a service-account key is ~2.4 KiB.
+const (
+	MaxDocumentBytes = 256 << 10
+	MaxValueBytes    = 64 << 10
+	MaxKeyBytes      = 128
+	MaxDocuments     = 64
+)
+
+// Document is one credential document, ready for a provider.
+type Document struct {
+	// Source says where it came from: an annotation key, "auth", "config".
+	Source string
+	// Registry is the canonical host the document is for; empty means the
+	// image being pulled.
+	Registry string
+	// Type is the document's type, explicit or detected.
+	Type Type
+	// TypeExplicit is true when the document said its type.
+	TypeExplicit bool
+	// Keys holds the known credential keys. Unknown keys are dropped (and
+	// listed in Ignored) as beta9's ParseCredentialsFromEnv does.
+	Keys    map[string]secret.Secret
+	Ignored []string
+
+	fingerprint string
+}
+
+// Get returns a key's value (empty if absent).
+func (d Document) Get(key string) secret.Secret { return d.Keys[key] }
+
+// Has reports whether a key is present with a non-empty value.
+func (d Document) Has(key string) bool { return !d.Keys[key].IsZero() }
+
+// Fingerprint identifies the source credential: sha256 over the type,
+// registry and every key and value. Two documents with the same
+// fingerprint mint the same registry credential.
+func (d Document) Fingerprint() string { return d.fingerprint }
+
+// Matches reports whether the document applies to a canonical host.
+func (d Document) Matches(host string) bool { return d.Registry == "" || d.Registry == host }
+
+// Parse reads one annotation value (or any other carrier) into documents.
+// host is the canonical host of the image being pulled, used only to
+// detect a type from the host when the keys do not decide it; it may be
+// empty.
+func Parse(source, text, host string) ([]Document, error) {
+	if len(text) > MaxDocumentBytes {
+		return nil, fieldErr(source, "", "document is %d bytes, more than the %d allowed", len(text), MaxDocumentBytes)
+	}
+	if !utf8.ValidString(text) {
+		return nil, fieldErr(source, "", "document is not valid UTF-8")
+	}
+	trimmed := strings.TrimSpace(text)
+	if trimmed == "" {
+		return nil, fieldErr(source, "", "document is empty")
+	}
+	switch trimmed[0] {
+	case '[':
+		var raws []json.RawMessage
+		if err := decodeStrict(trimmed, &raws); err != nil {
+			return nil, jsonErr(source, "", err)
+		}
+		if len(raws) == 0 {
+			return nil, fieldErr(source, "", "empty array of documents")
+		}
+		if len(raws) > MaxDocuments {
+			return nil, fieldErr(source, "", "%d documents, more than the %d allowed", len(raws), MaxDocuments)
+		}
+		docs := make([]Document, 0, len(raws))
+		for i, raw := range raws {
+			d, err := parseObject(source, fmt.Sprintf("[%d]", i), raw, host)
+			if err != nil {
+				return nil, err
+			}
+			docs = append(docs, d)
+		}
+		return docs, nil
+	case '{':
+		d, err := parseObject(source, "", json.RawMessage(trimmed), host)
+		if err != nil {
+			return nil, err
+		}
+		return []Document{d}, nil
+	}
+	return parseUserPass(source, trimmed, host)
+}
+
+// parseUserPass reads "username:password", split at the first colon so a
+// password may contain colons.
+func parseUserPass(source, text, host string) ([]Document, error) {
+	user, pass, ok := strings.Cut(text, ":")
+	if !ok {
+		return nil, fieldErr(source, "", "not a JSON document and not username:password (no colon)")
+	}
+	if user == "" {
+		return nil, fieldErr(source, "username", "empty in username:password")
+	}
+	if pass == "" {
+		return nil, fieldErr(source, "password", "empty in username:password")
+	}
+	if strings.ContainsAny(user, "\r\n") {
+		return nil, fieldErr(source, "username", "contains a line break")
+	}
+	keys := map[string]secret.Secret{KeyUsername: secret.New(user), KeyPassword: secret.New(pass)}
+	d, err := finish(source, "", "", "", keys, nil, host)
+	if err != nil {
+		return nil, err
+	}
+	return []Document{d}, nil
+}
+
+// parseObject reads an envelope or a flat map. field prefixes error fields
+// ("[2]") for arrays.
+func parseObject(source, field string, raw json.RawMessage, host string) (Document, error) {
+	var obj map[string]json.RawMessage
+	if err := decodeStrict(string(raw), &obj); err != nil {
+		return Document{}, jsonErr(source, field, err)
+	}
+	if obj == nil {
+		return Document{}, fieldErr(source, field, "want a JSON object")
+	}
+	var reg, typ string
+	for _, name := range []string{"registry", "type"} {
+		v, ok := obj[name]
+		if !ok {
+			continue
+		}
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return Document{}, fieldErr(source, join(field, name), "want a string")
+		}
+		if name == "registry" {
+			reg = s
+		} else {
+			typ = s
+		}
+		delete(obj, name)
+	}
+	values := obj
+	credField := field
+	if c, ok := obj["credentials"]; ok {
+		// An envelope: only registry, type and credentials belong at the top.
+		credField = join(field, "credentials")
+		delete(obj, "credentials")
+		for k := range obj {
+			return Document{}, fieldErr(source, join(field, safeKey(k)), "unexpected field in a credential envelope (want registry, type, credentials)")
+		}
+		values = nil
+		if err := json.Unmarshal(c, &values); err != nil || values == nil {
+			if bytes.Equal(bytes.TrimSpace(c), []byte("null")) {
+				values = map[string]json.RawMessage{}
+			} else {
+				return Document{}, fieldErr(source, credField, "want an object of KEY: \"value\" strings")
+			}
+		}
+	}
+	keys := make(map[string]secret.Secret, len(values))
+	var ignored []string
+	for k, v := range values {
+		kf := join(credField, safeKey(k))
+		var s string
+		if err := json.Unmarshal(v, &s); err != nil {
+			return Document{}, fieldErr(source, kf, "want a string value")
+		}
+		if !validKeyName(k) {
+			return Document{}, fieldErr(source, kf, "not a credential key name (want A-Z, 0-9 and _)")
+		}
+		if len(s) > MaxValueBytes {
+			return Document{}, fieldErr(source, kf, "value is %d bytes, more than the %d allowed", len(s), MaxValueBytes)
+		}
+		if !KnownKey(k) {
+			ignored = append(ignored, k)
+			continue
+		}
+		if s == "" {
+			// beta9 writes empty strings for keys a user left unset.
+			continue
+		}
+		keys[k] = secret.New(s)
+	}
+	return finish(source, field, reg, typ, keys, ignored, host)
+}
+
+// finish checks the registry and type, detects a missing type and checks
+// the keys fit it.
+func finish(source, field, reg, typ string, keys map[string]secret.Secret, ignored []string, host string) (Document, error) {
+	d := Document{Source: source, Keys: keys, Ignored: ignored}
+	if reg != "" {
+		h, err := registry.NormalizeHost(reg)
+		if err != nil {
+			return Document{}, fieldErr(source, join(field, "registry"), "not a registry host (want host or host:port)")
+		}
+		d.Registry = h
+	}
+	if typ != "" {
+		t := Type(strings.ToLower(typ))
+		if !validType(t) {
+			return Document{}, fieldErr(source, join(field, "type"), "unknown credential type (want one of %s)", typeList())
+		}
+		d.Type, d.TypeExplicit = t, true
+	} else {
+		detectHost := d.Registry
+		if detectHost == "" {
+			detectHost = host
+		}
+		t, ok := DetectType(keys, detectHost)
+		if !ok {
+			return Document{}, fieldErr(source, join(field, "type"), "cannot tell the credential type from the keys; set \"type\" (one of %s)", typeList())
+		}
+		d.Type = t
+	}
+	if err := checkKeys(source, join(field, "credentials"), d); err != nil {
+		return Document{}, err
+	}
+	d.fingerprint = fingerprint(d)
+	return d, nil
+}
+
+// checkKeys enforces what each type needs and, when the type was given,
+// refuses secrets that belong to another type: such a document is a
+// mistake, and guessing which half was meant would send the wrong secret.
+func checkKeys(source, field string, d Document) error {
+	if d.TypeExplicit {
+		for k := range d.Keys {
+			if IsPublicKey(k) || fits(k, d.Type) {
+				continue
+			}
+			return fieldErr(source, join(field, k), "key does not belong to type %s", d.Type)
+		}
+	}
+	need := func(keys ...string) error {
+		for _, k := range keys {
+			if !d.Has(k) {
+				return fieldErr(source, join(field, k), "missing; type %s needs it", d.Type)
+			}
+		}
+		return nil
+	}
+	switch d.Type {
+	case TypePublic:
+		for k := range d.Keys {
+			if !IsPublicKey(k) {
+				return fieldErr(source, join(field, k), "a public document carries no secrets")
+			}
+		}
+	case TypeBasic:
+		if firstPresent(d, usernameKeys...) == "" && anySuffix(d, "USERNAME") == "" {
+			return fieldErr(source, join(field, KeyUsername), "missing; type basic needs a username (one of %s)", strings.Join(usernameKeys, ", "))
+		}
+		if firstPresent(d, passwordKeys...) == "" && anySuffix(d, "PASSWORD") == "" {
+			return fieldErr(source, join(field, KeyPassword), "missing; type basic needs a password (one of %s)", strings.Join(passwordKeys, ", "))
+		}
+	case TypeToken:
+		if firstPresent(d, TokenKeys...) == "" && !d.Has(KeyGCPAccessToken) {
+			return fieldErr(source, field, "type token needs one of %s", strings.Join(TokenKeys, ", "))
+		}
+	case TypeAWS:
+		// No keys at all means the node's ambient AWS identity (when enabled).
+		if d.Has(KeyAWSAccessKeyID) != d.Has(KeyAWSSecretKey) {
+			if d.Has(KeyAWSAccessKeyID) {
+				return need(KeyAWSSecretKey)
+			}
+			return need(KeyAWSAccessKeyID)
+		}
+		if d.Has(KeyAWSSessionToken) && !d.Has(KeyAWSAccessKeyID) {
+			return need(KeyAWSAccessKeyID, KeyAWSSecretKey)
+		}
+	case TypeAzure:
+		if d.Has(KeyAzureClientID) || d.Has(KeyAzureClientSecret) {
+			return need(KeyAzureClientID, KeyAzureClientSecret)
+		}
+	}
+	return nil
+}
+
+func fits(key string, t Type) bool {
+	for _, kt := range keyTypes[key] {
+		if kt == t {
+			return true
+		}
+	}
+	return false
+}
+
+func validType(t Type) bool {
+	for _, v := range Types {
+		if v == t {
+			return true
+		}
+	}
+	return false
+}
+
+func typeList() string {
+	s := make([]string, len(Types))
+	for i, t := range Types {
+		s[i] = string(t)
+	}
+	return strings.Join(s, ", ")
+}
+
+func validKeyName(k string) bool {
+	if k == "" || len(k) > MaxKeyBytes {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// safeKey is a key name fit for an error message: a well-formed name is
+// shown, anything else (which could be a pasted secret) is not.
+func safeKey(k string) string {
+	if validKeyName(k) || k == "registry" || k == "type" || k == "credentials" {
+		return k
+	}
+	return "<key>"
+}
+
+func join(prefix, name string) string {
+	switch {
+	case prefix == "":
+		return name
+	case name == "":
+		return prefix
+	}
+	return prefix + "." + name
+}
+
+// decodeStrict decodes exactly one JSON value.
+func decodeStrict(s string, v any) error {
+	dec := json.NewDecoder(strings.NewReader(s))
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if dec.More() {
+		return errTrailing
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err == nil {
+		return errTrailing
+	}
+	return nil
+}
+
+var errTrailing = errors.New("trailing data")
+
+// jsonErr reports a JSON error by position only: encoding/json's messages
+// quote the offending character, which may be part of a secret.
+func jsonErr(source, field string, err error) error {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fieldErr(source, field, "malformed JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fieldErr(source, field, "want a JSON %s, found a %s", jsonKind(typ.Type.Kind().String()), typ.Value)
+	case errors.Is(err, errTrailing):
+		return fieldErr(source, field, "malformed JSON: data after the document")
+	}
+	return fieldErr(source, field, "malformed JSON (truncated)")
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "slice":
+		return "array"
+	case "map":
+		return "object"
+	}
+	return goKind
+}

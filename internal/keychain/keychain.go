@@ -1,0 +1,302 @@
+package keychain
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// Defaults for the cache and refresh policy.
+const (
+	DefaultCacheSize = 4096
+	// DefaultRefreshFraction starts a background refresh once this much of
+	// a credential's life has passed (ECR tokens: at ~6 h of 12 h).
+	DefaultRefreshFraction = 0.5
+	// DefaultMaxMargin caps the safety margin kept before expiry; the
+	// margin is a tenth of the life, at most this.
+	DefaultMaxMargin = 30 * time.Second
+	// DefaultMintTimeout bounds a background refresh.
+	DefaultMintTimeout = 30 * time.Second
+	// minRetry and maxRetry bound the backoff between failed refreshes.
+	minRetry = 500 * time.Millisecond
+	maxRetry = 5 * time.Minute
+)
+
+// SourceNone is the Source of the anonymous credential used when no
+// document applies.
+const SourceNone = "none"
+
+// Keychain resolves credentials through providers, with a shared cache.
+type Keychain struct {
+	providers       map[document.Type]Provider
+	cache           *lru
+	group           singleflight.Group
+	now             func() time.Time
+	refreshFraction float64
+	maxMargin       time.Duration
+	mintTimeout     time.Duration
+	jitter          func(time.Duration) time.Duration
+	// background refreshes hold this; Close cancels them.
+	bg       context.Context
+	bgCancel context.CancelFunc
+}
+
+// Option configures a Keychain.
+type Option func(*Keychain)
+
+// WithProvider adds (or replaces) the provider for its type.
+func WithProvider(p Provider) Option { return func(k *Keychain) { k.providers[p.Type()] = p } }
+
+// WithCacheSize bounds the number of cached credentials.
+func WithCacheSize(n int) Option {
+	return func(k *Keychain) {
+		if n > 0 {
+			k.cache = newLRU(n)
+		}
+	}
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(k *Keychain) { k.now = now } }
+
+// WithRefreshFraction sets how much of a credential's life passes before
+// a background refresh; 0 < f < 1.
+func WithRefreshFraction(f float64) Option {
+	return func(k *Keychain) {
+		if f > 0 && f < 1 {
+			k.refreshFraction = f
+		}
+	}
+}
+
+// WithMintTimeout bounds one background refresh.
+func WithMintTimeout(d time.Duration) Option { return func(k *Keychain) { k.mintTimeout = d } }
+
+// New returns a Keychain with the public, basic and token providers and
+// whatever opts add.
+func New(opts ...Option) *Keychain {
+	k := &Keychain{
+		providers:       map[document.Type]Provider{},
+		cache:           newLRU(DefaultCacheSize),
+		now:             time.Now,
+		refreshFraction: DefaultRefreshFraction,
+		maxMargin:       DefaultMaxMargin,
+		mintTimeout:     DefaultMintTimeout,
+		jitter: func(d time.Duration) time.Duration {
+			if d <= 0 {
+				return 0
+			}
+			return time.Duration(rand.Int64N(int64(d)))
+		},
+	}
+	k.bg, k.bgCancel = context.WithCancel(context.Background())
+	for _, p := range []Provider{Public{}, Basic{}, Token{}} {
+		k.providers[p.Type()] = p
+	}
+	for _, o := range opts {
+		o(k)
+	}
+	return k
+}
+
+// Close stops background refreshes.
+func (k *Keychain) Close() { k.bgCancel() }
+
+// Anonymous is the credential for a host no document applies to.
+func Anonymous(reg registry.Registry) Credential {
+	return Credential{Registry: reg, Source: SourceNone, Provider: "anonymous", Anonymous: true}
+}
+
+// ResolveFor picks the document for reg's host from docs (in precedence
+// order) and resolves it; with no document it returns Anonymous.
+func (k *Keychain) ResolveFor(ctx context.Context, reg registry.Registry, docs []document.Document) (Credential, error) {
+	doc, ok := document.Select(docs, reg.Host)
+	if !ok {
+		return Anonymous(reg), nil
+	}
+	return k.Resolve(ctx, reg, doc)
+}
+
+// Resolve returns the credential doc gives for reg: from the cache while it
+// is usable (starting a background refresh once it is due), else minted —
+// once for all concurrent callers with the same key.
+func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc document.Document) (Credential, error) {
+	p, ok := k.providers[doc.Type]
+	if !ok {
+		return Credential{}, fmt.Errorf("%s: credential type %s is not enabled on this node: %w", doc.Source, doc.Type, errdefs.ErrNotImplemented)
+	}
+	if doc.Type == document.TypePublic {
+		return k.credential(reg, doc, p, Minted{Anonymous: true}, cacheKey{}), nil
+	}
+	key := cacheKey{scope: reg.Host, typ: doc.Type, fingerprint: doc.Fingerprint()}
+	if s, ok := p.(Scoper); ok {
+		key.scope = s.CacheScope(reg, doc)
+	}
+
+	now := k.now()
+	k.cache.mu.Lock()
+	e := k.cache.get(key)
+	if e != nil && (!e.expires() || now.Before(e.usableUntil)) {
+		cred := e.cred
+		if e.expires() && !e.refreshing && !now.Before(e.refreshAt) {
+			e.refreshing = true
+			go k.refresh(e.key, p, e.reg, e.doc)
+		}
+		k.cache.mu.Unlock()
+		// The cached credential may have been minted for another host of
+		// the same scope; it is presented to this one.
+		cred.Registry = reg
+		return cred, nil
+	}
+	k.cache.mu.Unlock()
+
+	ch := k.group.DoChan(key.String(), func() (any, error) {
+		// Mint on a context the first caller's cancellation cannot cut
+		// short for the others waiting on it.
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.mintTimeout)
+		defer cancel()
+		return k.mint(mctx, key, p, reg, doc)
+	})
+	select {
+	case <-ctx.Done():
+		return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return Credential{}, r.Err
+		}
+		cred := r.Val.(Credential)
+		cred.Registry = reg
+		return cred, nil
+	}
+}
+
+// mint calls the provider and caches the result.
+func (k *Keychain) mint(ctx context.Context, key cacheKey, p Provider, reg registry.Registry, doc document.Document) (Credential, error) {
+	m, err := p.Mint(ctx, reg, doc)
+	if err != nil {
+		return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err)
+	}
+	cred := k.credential(reg, doc, p, m, key)
+	now := k.now()
+	if !cred.Valid(now) {
+		return Credential{}, fmt.Errorf("%s credentials for %s from %s: provider returned a credential that expired at %s: %w",
+			doc.Type, reg.Host, doc.Source, cred.ExpiresAt.UTC().Format(time.RFC3339), errdefs.ErrUnavailable)
+	}
+	e := &entry{key: key, cred: cred, reg: reg, doc: doc}
+	k.schedule(e, now)
+	k.cache.mu.Lock()
+	k.cache.put(e)
+	k.cache.mu.Unlock()
+	return cred, nil
+}
+
+// schedule sets the entry's margin and refresh time from its life.
+func (k *Keychain) schedule(e *entry, now time.Time) {
+	if !e.expires() {
+		return
+	}
+	life := e.cred.ExpiresAt.Sub(now)
+	margin := min(life/10, k.maxMargin)
+	e.usableUntil = e.cred.ExpiresAt.Add(-margin)
+	// Refresh at refreshFraction of life, jittered by up to a tenth of the
+	// life earlier so many nodes minting at once do not refresh at once.
+	at := time.Duration(float64(life) * k.refreshFraction)
+	e.refreshAt = now.Add(at - k.jitter(life/10))
+}
+
+// refresh re-mints an entry in the background. On failure the entry keeps
+// serving until usableUntil and the refresh is retried with backoff.
+func (k *Keychain) refresh(key cacheKey, p Provider, reg registry.Registry, doc document.Document) {
+	ctx, cancel := context.WithTimeout(k.bg, k.mintTimeout)
+	defer cancel()
+	_, err, _ := k.group.Do(key.String(), func() (any, error) {
+		return k.mint(ctx, key, p, reg, doc)
+	})
+	if err == nil {
+		return
+	}
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	e := k.cache.items[key]
+	if e == nil {
+		return
+	}
+	e.refreshing = false
+	e.failures++
+	now := k.now()
+	wait := min(minRetry<<min(e.failures, 20), maxRetry, max(e.usableUntil.Sub(now)/2, minRetry))
+	e.refreshAt = now.Add(wait/2 + k.jitter(wait/2))
+	log.G(ctx).WithError(err).WithField("registry", reg.Host).WithField("retry_in", wait).
+		Warn("background credential refresh failed; serving the cached credential until it expires")
+}
+
+// Invalidate drops the cached credential c came from, if it still holds
+// the same secret (a newer one minted meanwhile is kept). Call it when a
+// registry rejects c as expired or revoked; the next Resolve re-mints.
+func (k *Keychain) Invalidate(c Credential) {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	for key, e := range k.cache.items {
+		if e.cred.Ref == c.Ref && e.cred.Secret.Equal(c.Secret) {
+			k.cache.remove(key)
+			if inv, ok := k.providers[e.doc.Type].(Invalidator); ok {
+				inv.Invalidate(e.reg, e.doc)
+			}
+		}
+	}
+}
+
+// Entry is a cached credential as ListCredentials shows it: no secret.
+type Entry struct {
+	Host        string        `json:"host"`
+	Kind        registry.Kind `json:"kind"`
+	Type        document.Type `json:"type"`
+	Source      string        `json:"source"`
+	Provider    string        `json:"provider"`
+	Username    string        `json:"username,omitempty"`
+	Fingerprint string        `json:"fingerprint"`
+	Ref         string        `json:"ref"`
+	ExpiresAt   time.Time     `json:"expires_at,omitzero"`
+}
+
+// Entries lists the cache, most recently used first.
+func (k *Keychain) Entries() []Entry {
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	out := make([]Entry, 0, k.cache.order.Len())
+	for el := k.cache.order.Front(); el != nil; el = el.Next() {
+		c := el.Value.(*entry).cred
+		out = append(out, Entry{
+			Host: c.Registry.Host, Kind: c.Registry.Kind, Type: c.Type, Source: c.Source,
+			Provider: c.Provider, Username: c.Username, Fingerprint: c.SourceFingerprint,
+			Ref: c.Ref, ExpiresAt: c.ExpiresAt,
+		})
+	}
+	return out
+}
+
+// credential assembles a Credential from a provider's answer.
+func (k *Keychain) credential(reg registry.Registry, doc document.Document, p Provider, m Minted, key cacheKey) Credential {
+	name := m.Provider
+	if name == "" {
+		name = string(p.Type())
+	}
+	c := Credential{
+		Registry: reg, Type: doc.Type, Source: doc.Source, Provider: name,
+		Username: m.Username, Secret: m.Secret, IdentityToken: m.IdentityToken,
+		Anonymous: m.Anonymous, ExpiresAt: m.ExpiresAt, SourceFingerprint: doc.Fingerprint(),
+	}
+	if key != (cacheKey{}) {
+		c.Ref = secret.Fingerprint(key.String())
+	}
+	return c
+}

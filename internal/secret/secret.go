@@ -1,0 +1,69 @@
+package secret
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+)
+
+// Redacted is what every formatting of a Secret prints.
+const Redacted = "[redacted]"
+
+// Secret is a credential value (password, token, key) that never prints.
+// The zero value is the empty secret.
+type Secret struct {
+	value string
+}
+
+// New wraps s.
+func New(s string) Secret { return Secret{value: s} }
+
+// Reveal returns the secret's bytes. Call it only where the value leaves
+// the process for its owner (an Authorization header, a token request).
+func (s Secret) Reveal() string { return s.value }
+
+// IsZero reports whether the secret is empty.
+func (s Secret) IsZero() bool { return s.value == "" }
+
+// Len is the length of the value, for validation messages that must not
+// include the value itself.
+func (s Secret) Len() int { return len(s.value) }
+
+// Equal compares two secrets without revealing either.
+func (s Secret) Equal(o Secret) bool { return s.value == o.value }
+
+// Fingerprint is "sha256:" and the first 12 hex digits of the value's
+// sha256; empty for the empty secret.
+func (s Secret) Fingerprint() string {
+	if s.value == "" {
+		return ""
+	}
+	return Fingerprint(s.value)
+}
+
+// Fingerprint hashes any material to the display form used for secrets.
+func Fingerprint(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		// Length-prefix each part so ("ab","c") and ("a","bc") differ.
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write([]byte(p))
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:12]
+}
+
+func (s Secret) String() string   { return Redacted }
+func (s Secret) GoString() string { return Redacted }
+
+// Format makes every verb (%v %+v %#v %s %q %x ...) print Redacted.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(Redacted)) }
+
+// MarshalJSON always encodes Redacted; secrets are never serialised.
+func (s Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + Redacted + `"`), nil }
+
+// MarshalText covers encoders that prefer TextMarshaler (TOML, YAML, logfmt).
+func (s Secret) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
+
+// LogValue keeps log/slog from reaching the value through reflection.
+func (s Secret) LogValue() slog.Value { return slog.StringValue(Redacted) }
