@@ -63,7 +63,7 @@ var keyTypes = map[string][]Type{
 	KeyAWSSessionToken:   {TypeAWS},
 	KeyAWSRegion:         {TypeAWS},
 	KeyAWSRoleARN:        {TypeAWS},
-	KeyGCPAccessToken:    {TypeGCP},
+	KeyGCPAccessToken:    {TypeGCP, TypeToken},
 	KeyGoogleAppCreds:    {TypeGCP},
 	KeyGCPProjectID:      {TypeGCP},
 	KeyAzureClientID:     {TypeAzure},

@@ -1,7 +1,6 @@
 package document
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -69,35 +68,43 @@ func Parse(source, text, host string) ([]Document, error) {
 	if trimmed == "" {
 		return nil, fieldErr(source, "", "document is empty")
 	}
-	switch trimmed[0] {
-	case '[':
-		var raws []json.RawMessage
-		if err := decodeStrict(trimmed, &raws); err != nil {
-			return nil, jsonErr(source, "", err)
-		}
-		if len(raws) == 0 {
-			return nil, fieldErr(source, "", "empty array of documents")
-		}
-		if len(raws) > MaxDocuments {
-			return nil, fieldErr(source, "", "%d documents, more than the %d allowed", len(raws), MaxDocuments)
-		}
-		docs := make([]Document, 0, len(raws))
-		for i, raw := range raws {
-			d, err := parseObject(source, fmt.Sprintf("[%d]", i), raw, host)
-			if err != nil {
-				return nil, err
-			}
-			docs = append(docs, d)
-		}
-		return docs, nil
-	case '{':
-		d, err := parseObject(source, "", json.RawMessage(trimmed), host)
+	if trimmed[0] != '[' && trimmed[0] != '{' {
+		return parseUserPass(source, trimmed, host)
+	}
+	// One decoding pass into generic values; the shapes are checked below
+	// so each error can name its field.
+	var v any
+	if err := json.Unmarshal([]byte(trimmed), &v); err != nil {
+		return nil, jsonErr(source, "", err)
+	}
+	if obj, ok := v.(map[string]any); ok {
+		d, err := parseObject(source, "", obj, host)
 		if err != nil {
 			return nil, err
 		}
 		return []Document{d}, nil
 	}
-	return parseUserPass(source, trimmed, host)
+	arr, _ := v.([]any)
+	if len(arr) == 0 {
+		return nil, fieldErr(source, "", "empty array of documents")
+	}
+	if len(arr) > MaxDocuments {
+		return nil, fieldErr(source, "", "%d documents, more than the %d allowed", len(arr), MaxDocuments)
+	}
+	docs := make([]Document, 0, len(arr))
+	for i, el := range arr {
+		field := fmt.Sprintf("[%d]", i)
+		obj, ok := el.(map[string]any)
+		if !ok {
+			return nil, fieldErr(source, field, "want a JSON object")
+		}
+		d, err := parseObject(source, field, obj, host)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d)
+	}
+	return docs, nil
 }
 
 // parseUserPass reads "username:password", split at the first colon so a
@@ -126,22 +133,15 @@ func parseUserPass(source, text, host string) ([]Document, error) {
 
 // parseObject reads an envelope or a flat map. field prefixes error fields
 // ("[2]") for arrays.
-func parseObject(source, field string, raw json.RawMessage, host string) (Document, error) {
-	var obj map[string]json.RawMessage
-	if err := decodeStrict(string(raw), &obj); err != nil {
-		return Document{}, jsonErr(source, field, err)
-	}
-	if obj == nil {
-		return Document{}, fieldErr(source, field, "want a JSON object")
-	}
+func parseObject(source, field string, obj map[string]any, host string) (Document, error) {
 	var reg, typ string
 	for _, name := range []string{"registry", "type"} {
 		v, ok := obj[name]
 		if !ok {
 			continue
 		}
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		s, ok := v.(string)
+		if !ok {
 			return Document{}, fieldErr(source, join(field, name), "want a string")
 		}
 		if name == "registry" {
@@ -149,32 +149,36 @@ func parseObject(source, field string, raw json.RawMessage, host string) (Docume
 		} else {
 			typ = s
 		}
-		delete(obj, name)
 	}
 	values := obj
 	credField := field
 	if c, ok := obj["credentials"]; ok {
 		// An envelope: only registry, type and credentials belong at the top.
 		credField = join(field, "credentials")
-		delete(obj, "credentials")
 		for k := range obj {
-			return Document{}, fieldErr(source, join(field, safeKey(k)), "unexpected field in a credential envelope (want registry, type, credentials)")
-		}
-		values = nil
-		if err := json.Unmarshal(c, &values); err != nil || values == nil {
-			if bytes.Equal(bytes.TrimSpace(c), []byte("null")) {
-				values = map[string]json.RawMessage{}
-			} else {
-				return Document{}, fieldErr(source, credField, "want an object of KEY: \"value\" strings")
+			if k != "registry" && k != "type" && k != "credentials" {
+				return Document{}, fieldErr(source, join(field, safeKey(k)), "unexpected field in a credential envelope (want registry, type, credentials)")
 			}
+		}
+		switch c := c.(type) {
+		case map[string]any:
+			values = c
+		case nil:
+			values = nil
+		default:
+			return Document{}, fieldErr(source, credField, "want an object of KEY: \"value\" strings")
 		}
 	}
 	keys := make(map[string]secret.Secret, len(values))
 	var ignored []string
+	flat := credField == field
 	for k, v := range values {
+		if flat && (k == "registry" || k == "type") {
+			continue
+		}
 		kf := join(credField, safeKey(k))
-		var s string
-		if err := json.Unmarshal(v, &s); err != nil {
+		s, ok := v.(string)
+		if !ok {
 			return Document{}, fieldErr(source, kf, "want a string value")
 		}
 		if !validKeyName(k) {
@@ -346,24 +350,6 @@ func join(prefix, name string) string {
 	return prefix + "." + name
 }
 
-// decodeStrict decodes exactly one JSON value.
-func decodeStrict(s string, v any) error {
-	dec := json.NewDecoder(strings.NewReader(s))
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if dec.More() {
-		return errTrailing
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); err == nil {
-		return errTrailing
-	}
-	return nil
-}
-
-var errTrailing = errors.New("trailing data")
-
 // jsonErr reports a JSON error by position only: encoding/json's messages
 // quote the offending character, which may be part of a secret.
 func jsonErr(source, field string, err error) error {
@@ -374,8 +360,6 @@ func jsonErr(source, field string, err error) error {
 		return fieldErr(source, field, "malformed JSON at byte %d", syn.Offset)
 	case errors.As(err, &typ):
 		return fieldErr(source, field, "want a JSON %s, found a %s", jsonKind(typ.Type.Kind().String()), typ.Value)
-	case errors.Is(err, errTrailing):
-		return fieldErr(source, field, "malformed JSON: data after the document")
 	}
 	return fieldErr(source, field, "malformed JSON (truncated)")
 }

@@ -40,8 +40,11 @@ func (k Kind) Valid() bool {
 // suffix (an AWS DNS suffix, looked up in awsSuffixes) and cloud (an Azure
 // top-level domain, looked up in azureClouds).
 type hostRule struct {
-	kind    Kind
-	exact   []string
+	kind  Kind
+	exact []string
+	// hint is a substring every host the pattern matches contains; hosts
+	// without it skip the regexp, which keeps detection off the profile.
+	hint    string
 	pattern *regexp.Regexp
 }
 
@@ -55,14 +58,14 @@ var hostRules = []hostRule{
 	{kind: KindQuay, exact: []string{"quay.io"}},
 	// amazon-ecr-credential-helper's pattern (ecr-login/api/client.go, 2025-11),
 	// with the partition suffixes as a group so they come from awsSuffixes.
-	{kind: KindECR, pattern: regexp.MustCompile(`^(?P<account>[0-9]{12})\.dkr(?P<dualstack_dash>[.-])ecr(?P<fips>-fips)?\.(?P<region>[a-z0-9][a-z0-9-]*)\.(?P<suffix>` + awsSuffixPattern() + `)$`)},
-	{kind: KindGCR, pattern: regexp.MustCompile(`^(?:(?P<region>[a-z0-9][a-z0-9-]*)\.)?gcr\.io$`)},
-	{kind: KindGAR, pattern: regexp.MustCompile(`^(?P<region>[a-z0-9][a-z0-9-]*)-docker\.pkg\.dev$`)},
-	{kind: KindGAR, pattern: regexp.MustCompile(`^docker\.(?P<region>[a-z0-9][a-z0-9-]*)\.rep\.pkg\.dev$`)},
+	{kind: KindECR, hint: "ecr", pattern: regexp.MustCompile(`^(?P<account>[0-9]{12})\.dkr(?P<dualstack_dash>[.-])ecr(?P<fips>-fips)?\.(?P<region>[a-z0-9][a-z0-9-]*)\.(?P<suffix>` + awsSuffixPattern() + `)$`)},
+	{kind: KindGCR, hint: "gcr.io", pattern: regexp.MustCompile(`^(?:(?P<region>[a-z0-9][a-z0-9-]*)\.)?gcr\.io$`)},
+	{kind: KindGAR, hint: "-docker.pkg.dev", pattern: regexp.MustCompile(`^(?P<region>[a-z0-9][a-z0-9-]*)-docker\.pkg\.dev$`)},
+	{kind: KindGAR, hint: ".rep.pkg.dev", pattern: regexp.MustCompile(`^docker\.(?P<region>[a-z0-9][a-z0-9-]*)\.rep\.pkg\.dev$`)},
 	// Login servers: "<name>" or the DNL form "<name>-<hash>", optionally a
 	// geo-replica "<name>.<region>.geo". Blob hosts "<name>.<region>.data.azurecr.*"
 	// are redirect targets, not registries, and fail this pattern.
-	{kind: KindACR, pattern: regexp.MustCompile(`^(?P<account>[a-z0-9]+(?:-[a-z0-9]+)?)(?:\.(?P<region>[a-z0-9]+)\.geo)?\.azurecr\.(?P<cloud>io|cn|us|de)$`)},
+	{kind: KindACR, hint: ".azurecr.", pattern: regexp.MustCompile(`^(?P<account>[a-z0-9]+(?:-[a-z0-9]+)?)(?:\.(?P<region>[a-z0-9]+)\.geo)?\.azurecr\.(?P<cloud>io|cn|us|de)$`)},
 }
 
 // awsSuffix is one AWS partition's registry DNS suffix.
@@ -116,7 +119,7 @@ func classify(hostname string) Registry {
 				return Registry{Kind: rule.kind}
 			}
 		}
-		if rule.pattern == nil {
+		if rule.pattern == nil || !strings.Contains(hostname, rule.hint) {
 			continue
 		}
 		m := rule.pattern.FindStringSubmatch(hostname)

@@ -44,11 +44,21 @@ func (d *Detector) ParseReference(s string) (Reference, error) {
 			break
 		}
 	}
+	if raw == "" {
+		return Reference{}, invalidReference(reference.ErrNameEmpty)
+	}
 	named, err := reference.ParseNormalizedNamed(raw)
 	if err != nil {
+		// ParseNormalizedNamed does not wrap its "must be lowercase" error.
+		if _, lowerErr := reference.ParseNormalizedNamed(strings.ToLower(raw)); lowerErr == nil {
+			err = reference.ErrNameContainsUppercase
+		}
 		return Reference{}, invalidReference(err)
 	}
 	domain, path := reference.Domain(named), reference.Path(named)
+	if !validHost(strings.ToLower(domain)) {
+		return Reference{}, invalidReference(reference.ErrReferenceInvalidFormat)
+	}
 	if canonical, _ := NormalizeHost(domain); canonical != domain && canonical != "" {
 		// Re-parse under the canonical host so Docker Hub's "library/"
 		// prefix is added for registry-1.docker.io/ubuntu too.

@@ -1,0 +1,53 @@
+# b9-resolver — build, test, demo. `make` builds bin/; `make test` is what CI runs.
+GO        ?= go
+BIN       := $(CURDIR)/bin
+TOOLS     := $(CURDIR)/.cache/bin
+STATICCHECK_VERSION := v0.8.2
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/beam-cloud/b9-resolver/internal/version.Version=$(VERSION)
+export CGO_ENABLED ?= 0
+
+.PHONY: all build test unit lint vet staticcheck bench fuzz demo clean
+
+all: build
+
+build: $(BIN)/ctr-b9
+
+$(BIN)/ctr-b9: FORCE
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/ctr-b9
+
+FORCE:
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+vet:
+	$(GO) vet ./...
+
+staticcheck: $(TOOLS)/staticcheck
+	$(TOOLS)/staticcheck ./...
+
+lint: vet staticcheck
+
+# test: vet and staticcheck, then every test with the race detector. The
+# integration suite (./integration) runs too; it needs root and skips
+# with a message otherwise.
+test: lint build
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 40m ./...
+
+unit: lint
+	CGO_ENABLED=1 $(GO) test -race -count=1 $$($(GO) list ./... | grep -v /integration)
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
+
+# fuzz: each target for FUZZTIME (default 5m).
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseReference$$' -fuzztime $(FUZZTIME) ./internal/keychain/registry
+	$(GO) test -run '^$$' -fuzz '^FuzzNormalizeHost$$' -fuzztime $(FUZZTIME) ./internal/keychain/registry
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/keychain/document
+	$(GO) test -run '^$$' -fuzz '^FuzzFromAnnotations$$' -fuzztime $(FUZZTIME) ./internal/keychain/document
+
+clean:
+	rm -rf $(BIN)

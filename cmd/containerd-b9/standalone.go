@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"os/signal"
+	"syscall"
+
+	"github.com/containerd/log"
+	"github.com/urfave/cli/v3"
+
+	"github.com/beam-cloud/b9-resolver/plugin/service"
+)
+
+// standaloneCommand runs the b9 CRI image service as its own process for
+// nodes that keep their stock containerd: the same service the plugin
+// runs, given containerd's socket.
+func standaloneCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "standalone",
+		Usage: "Run the b9-resolver CRI image service next to a stock containerd",
+		Description: `Serves the b9 CRI image service on --address and uses the containerd at
+--containerd-address for pulls (direct mode) or its CRI (forward mode and all
+other image calls). --config takes a containerd config.toml with the
+[plugins.'io.containerd.grpc.v1.b9-resolver'] table, or a file of that
+table's keys alone; flags override it.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "TOML config file (optional)"},
+			&cli.StringFlag{Name: "containerd-address", Usage: "containerd's socket", Value: service.DefaultContainerdAddress},
+			&cli.StringFlag{Name: "address", Aliases: []string{"a"}, Usage: "the b9 socket (default " + service.DefaultAddress + ")"},
+			&cli.StringFlag{Name: "pull-mode", Usage: "direct or forward"},
+			&cli.StringFlag{Name: "log-level", Aliases: []string{"l"}, Value: "info", Usage: "trace, debug, info, warn, error"},
+		},
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			if err := log.SetLevel(cmd.String("log-level")); err != nil {
+				return err
+			}
+			cfg := service.DefaultConfig()
+			if path := cmd.String("config"); path != "" {
+				var err error
+				if cfg, err = service.LoadConfigFile(path); err != nil {
+					return err
+				}
+			}
+			if cmd.IsSet("containerd-address") || cfg.ContainerdAddress == "" {
+				cfg.ContainerdAddress = cmd.String("containerd-address")
+			}
+			if a := cmd.String("address"); a != "" {
+				cfg.Address = a
+			}
+			if m := cmd.String("pull-mode"); m != "" {
+				cfg.PullMode = service.PullMode(m)
+			}
+			ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			return service.Run(ctx, *cfg)
+		},
+	}
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v3"
+	"sigs.k8s.io/yaml"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// credFlags are how every command that needs credentials takes them: the
+// same inputs the plugin sees on PullImage.
+func credFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "pod-config", Usage: "crictl pod config (JSON or YAML) whose annotations carry the documents"},
+		&cli.StringFlag{Name: "annotations", Usage: "file with a JSON object of annotations (- for stdin)"},
+		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
+		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them"},
+		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
+	}
+}
+
+// documentsFromFlags returns the documents in the plugin's precedence
+// order for host: annotation (or --document) documents, then --creds.
+func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, error) {
+	set := 0
+	for _, f := range []string{"pod-config", "annotations", "document"} {
+		if cmd.IsSet(f) {
+			set++
+		}
+	}
+	if set > 1 {
+		return nil, usagef("give only one of --pod-config, --annotations and --document")
+	}
+	var docs []document.Document
+	prefix := cmd.String("annotation-prefix")
+	switch {
+	case cmd.IsSet("pod-config"):
+		ann, err := podAnnotations(cmd.String("pod-config"))
+		if err != nil {
+			return nil, err
+		}
+		if docs, err = document.FromAnnotations(ann, prefix, host); err != nil {
+			return nil, err
+		}
+	case cmd.IsSet("annotations"):
+		ann, err := annotationsFile(cmd.String("annotations"))
+		if err != nil {
+			return nil, err
+		}
+		if docs, err = document.FromAnnotations(ann, prefix, host); err != nil {
+			return nil, err
+		}
+	case cmd.IsSet("document"):
+		text := cmd.String("document")
+		source := "--document"
+		if strings.HasPrefix(text, "@") {
+			b, err := os.ReadFile(text[1:])
+			if err != nil {
+				return nil, fmt.Errorf("--document: %w", err)
+			}
+			text, source = string(b), "--document "+text[1:]
+		}
+		var err error
+		if docs, err = document.Parse(source, text, host); err != nil {
+			return nil, err
+		}
+	}
+	if c := cmd.String("creds"); c != "" {
+		user, pass, ok := strings.Cut(c, ":")
+		if !ok || user == "" || pass == "" {
+			return nil, usagef("--creds wants USER:PASS")
+		}
+		d, err := document.New("auth", "", document.TypeBasic, map[string]secret.Secret{
+			document.KeyUsername: secret.New(user), document.KeyPassword: secret.New(pass),
+		}, host)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, d)
+	}
+	return docs, nil
+}
+
+// podAnnotations reads the annotations of a crictl pod config.
+func podAnnotations(path string) (map[string]string, error) {
+	b, err := readInput(path)
+	if err != nil {
+		return nil, fmt.Errorf("--pod-config: %w", err)
+	}
+	var pod struct {
+		Annotations map[string]string `json:"annotations"`
+	}
+	// sigs.k8s.io/yaml reads JSON and YAML alike, as crictl does.
+	if err := yaml.Unmarshal(b, &pod); err != nil {
+		return nil, fmt.Errorf("--pod-config %s: not a pod config (JSON or YAML with an annotations map)", path)
+	}
+	return pod.Annotations, nil
+}
+
+func annotationsFile(path string) (map[string]string, error) {
+	b, err := readInput(path)
+	if err != nil {
+		return nil, fmt.Errorf("--annotations: %w", err)
+	}
+	var ann map[string]string
+	if err := yaml.Unmarshal(b, &ann); err != nil {
+		return nil, fmt.Errorf("--annotations %s: want a JSON object of string annotations", path)
+	}
+	return ann, nil
+}
+
+func readInput(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(os.Stdin)
+	}
+	return os.ReadFile(path)
+}

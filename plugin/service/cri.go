@@ -1,0 +1,131 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+)
+
+// runtimeHandlerAnnotation is the deprecated sandbox annotation CRI still
+// reads when PullImageRequest has no runtime handler.
+const runtimeHandlerAnnotation = "io.kubernetes.cri.runtime-handler"
+
+// PullImage resolves the credentials for the image's registry from the
+// pod's annotations, the request's auth and the node, then pulls (direct)
+// or forwards (forward). It returns the image id as containerd's CRI does.
+func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
+	start := time.Now()
+	ref, err := s.cfg.detector.ParseReference(req.GetImage().GetImage())
+	if err != nil {
+		return nil, errgrpc.ToGRPC(withMessage(errdefs.ErrInvalidArgument, "pull: "+err.Error()))
+	}
+	host := ref.Registry.Host
+	docs, err := document.FromAnnotations(req.GetSandboxConfig().GetAnnotations(), s.cfg.AnnotationPrefix, host)
+	if err != nil {
+		return nil, pullStatus(err, ref, nil)
+	}
+	auth, err := authCandidate(req.GetAuth(), host, s.cfg.detector)
+	if err != nil {
+		return nil, pullStatus(err, ref, nil)
+	}
+	src := &requestSources{imageHost: host, annotations: docs, auth: auth, node: s.node}
+	pa := newPullAuth(s.keychain, s.cfg.detector, src, s.cfg.Isolation == IsolationStrict)
+
+	var id string
+	var shared bool
+	if s.cfg.PullMode == PullForward {
+		id, err = s.pullForward(ctx, req, ref, pa)
+	} else {
+		id, shared, err = s.pullDirect(ctx, req, ref, pa)
+	}
+	fields := log.Fields{"image": ref.String(), "registry": host, "kind": ref.Registry.Kind, "mode": s.cfg.PullMode}
+	if u, ok := pa.presentedTo(host); ok {
+		fields["credential_source"], fields["provider"] = u.cred.Source, u.cred.Provider
+		if u.cred.Ref != "" {
+			fields["credential_ref"] = u.cred.Ref
+		}
+	}
+	if err != nil {
+		st := pullStatus(err, ref, pa)
+		log.G(ctx).WithFields(fields).WithError(st).Warn("b9-resolver: pull failed")
+		return nil, st
+	}
+	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
+	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")
+	return &runtime.PullImageResponse{ImageRef: id}, nil
+}
+
+// snapshotterFor picks the snapshotter as CRI does: the runtime handler's
+// (from the request, else the deprecated sandbox annotation), else the
+// configured one, else containerd's default.
+func (s *Service) snapshotterFor(req *runtime.PullImageRequest) string {
+	handler := req.GetImage().GetRuntimeHandler()
+	if handler == "" {
+		handler = req.GetSandboxConfig().GetAnnotations()[runtimeHandlerAnnotation]
+	}
+	return s.snapshotterName(handler)
+}
+
+func (s *Service) snapshotterName(handler string) string {
+	if sn, ok := s.cfg.RuntimeSnapshotters[handler]; ok && handler != "" {
+		return sn
+	}
+	if s.cfg.Snapshotter != "" {
+		return s.cfg.Snapshotter
+	}
+	return defaults.DefaultSnapshotter
+}
+
+// The calls below go to containerd's CRI unchanged. WaitForReady lets a
+// call made while containerd restarts wait (up to its deadline) for it to
+// come back instead of failing at once.
+
+// ListImages is forwarded to containerd's CRI.
+func (s *Service) ListImages(ctx context.Context, req *runtime.ListImagesRequest) (*runtime.ListImagesResponse, error) {
+	return s.cri.ListImages(ctx, req, grpc.WaitForReady(true))
+}
+
+// ImageStatus is forwarded to containerd's CRI.
+func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
+	return s.cri.ImageStatus(ctx, req, grpc.WaitForReady(true))
+}
+
+// RemoveImage is forwarded to containerd's CRI.
+func (s *Service) RemoveImage(ctx context.Context, req *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
+	return s.cri.RemoveImage(ctx, req, grpc.WaitForReady(true))
+}
+
+// ImageFsInfo is forwarded to containerd's CRI.
+func (s *Service) ImageFsInfo(ctx context.Context, req *runtime.ImageFsInfoRequest) (*runtime.ImageFsInfoResponse, error) {
+	return s.cri.ImageFsInfo(ctx, req, grpc.WaitForReady(true))
+}
+
+// StreamImages is forwarded to containerd's CRI, message by message.
+func (s *Service) StreamImages(req *runtime.StreamImagesRequest, stream grpc.ServerStreamingServer[runtime.StreamImagesResponse]) error {
+	up, err := s.cri.StreamImages(stream.Context(), req, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	for {
+		m, err := up.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(m); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,88 @@
+package service
+
+import (
+	"context"
+	"strings"
+
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+// pullForward resolves the image host's credential and forwards the pull
+// to containerd's CRI with it as the request's auth. The credential is
+// pinned to the host with server_address: containerd then offers it to
+// that host only, never to a mirror or a redirect target (which get no
+// credential in this mode; use direct mode for per-host credentials).
+func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (string, error) {
+	host := ref.Registry.Host
+	sandbox := withoutCredentialAnnotations(req.GetSandboxConfig(), s.cfg.AnnotationPrefix)
+	for {
+		cred, err := pa.credential(ctx, host)
+		if err != nil {
+			return "", err
+		}
+		fwd := &runtime.PullImageRequest{Image: req.GetImage(), Auth: forwardAuth(cred, host), SandboxConfig: sandbox}
+		resp, err := s.cri.PullImage(ctx, fwd, grpc.WaitForReady(true))
+		if err == nil {
+			return resp.GetImageRef(), nil
+		}
+		if !rejected(err) || !pa.fallback(host) {
+			return "", err
+		}
+		log.G(ctx).WithFields(log.Fields{"image": ref.String(), "credential_source": cred.Source}).
+			Info("b9-resolver: registry rejected the credential; trying the next source (isolation fallback)")
+	}
+}
+
+// forwardAuth is the AuthConfig containerd's CRI turns back into
+// (username, secret) for the host: ParseAuth compares server_address's URL
+// host with the request host, which for Docker Hub is its API host.
+func forwardAuth(cred keychain.Credential, host string) *runtime.AuthConfig {
+	if cred.Anonymous || cred.Secret.IsZero() {
+		return nil
+	}
+	apiHost := host
+	if host == registry.DockerHubHost {
+		apiHost = registry.DockerHubAPIHost
+	}
+	a := &runtime.AuthConfig{ServerAddress: "https://" + apiHost}
+	if cred.IdentityToken {
+		a.IdentityToken = cred.Secret.Reveal()
+	} else {
+		a.Username, a.Password = cred.Username, cred.Secret.Reveal()
+	}
+	return a
+}
+
+// withoutCredentialAnnotations copies the sandbox config minus our
+// credential annotations: containerd has no use for them, and a secret
+// not sent cannot be logged there.
+func withoutCredentialAnnotations(sc *runtime.PodSandboxConfig, prefix string) *runtime.PodSandboxConfig {
+	if sc == nil {
+		return nil
+	}
+	key := prefix + document.AnnotationName
+	found := false
+	for k := range sc.GetAnnotations() {
+		if k == key || strings.HasPrefix(k, key+".") {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return sc
+	}
+	out := proto.Clone(sc).(*runtime.PodSandboxConfig)
+	for k := range out.Annotations {
+		if k == key || strings.HasPrefix(k, key+".") {
+			delete(out.Annotations, k)
+		}
+	}
+	return out
+}
