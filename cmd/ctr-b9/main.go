@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/containerd/log"
 	"github.com/urfave/cli/v3"
 )
 
@@ -64,10 +65,21 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			&cli.StringFlag{Name: "address", Value: "/run/containerd/containerd.sock", Usage: "containerd's socket"},
 			&cli.StringFlag{Name: "b9-address", Value: "/run/containerd-b9/b9.sock", Usage: "b9-resolver's socket"},
 			&cli.StringFlag{Name: "namespace", Value: "k8s.io", Usage: "containerd namespace"},
+			&cli.BoolFlag{Name: "debug", Usage: "log containerd client debug messages to stderr"},
+		},
+		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
+			// containerd's client logs at info level about fallbacks an
+			// operator did not ask about; keep stderr for the one-line error.
+			level := "warn"
+			if cmd.Bool("debug") {
+				level = "debug"
+			}
+			return ctx, log.SetLevel(level)
 		},
 		Commands: []*cli.Command{
 			detectCommand(),
 			credsCommand(),
+			checkCommand(),
 			versionCommand(),
 		},
 	}

@@ -1,0 +1,443 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/errdefs"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/urfave/cli/v3"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+// step is one stage of `ctr-b9 check`.
+type step struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // ok, failed, skipped
+	MS     int64  `json:"ms"`
+	Detail string `json:"detail,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// checkResult is `ctr-b9 check -o json`.
+type checkResult struct {
+	Reference string `json:"reference"`
+	Steps     []step `json:"steps"`
+	OK        bool   `json:"ok"`
+	Diagnosis string `json:"diagnosis,omitempty"`
+}
+
+func checkCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "check",
+		Usage:     "run the registry auth handshake for REF step by step, timed, and say what is wrong",
+		ArgsUsage: "REF",
+		Description: `Steps: reference, kind, document, provider, ping (GET /v2/), challenge,
+token, manifest (HEAD). Each prints its status and milliseconds; on failure a
+diagnosis in plain words (wrong password, expired ECR token, region mismatch,
+mirror without credentials, TLS trust, DNS...). Exit status 1 on a failure.
+
+Example:
+   ctr-b9 check --pod-config pod.json 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1
+   ctr-b9 check --creds robot:secret --hosts-dir /etc/containerd/certs.d registry.corp:5000/team/app
+   ctr-b9 check -o json ghcr.io/beam-cloud/beta9`,
+		Flags: append(credFlags(), outputFlag(),
+			&cli.StringFlag{Name: "hosts-dir", Usage: "hosts.toml root (containerd's config_path)"},
+			&cli.BoolFlag{Name: "plain-http", Usage: "use http for the registry"},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "overall deadline"},
+		),
+		Action: func(ctx context.Context, cmd *cli.Command) error {
+			ctx, cancel := context.WithTimeout(ctx, cmd.Duration("timeout"))
+			defer cancel()
+			if cmd.NArg() != 1 {
+				return usagef("check takes exactly one image reference (got %d arguments)", cmd.NArg())
+			}
+			res := runCheck(ctx, cmd)
+			format := cmd.String("output")
+			if err := emitCheck(cmd.Root().Writer, format, res); err != nil {
+				return err
+			}
+			if !res.OK {
+				return errors.New(res.Diagnosis)
+			}
+			return nil
+		},
+	}
+}
+
+// checker carries the state the steps share.
+type checker struct {
+	res   checkResult
+	ref   registry.Reference
+	docs  []document.Document
+	cred  keychain.Credential
+	host  docker.RegistryHost
+	chals []auth.Challenge
+	token string
+}
+
+// run times fn as step name; a failed step ends the check with its diagnosis.
+func (c *checker) run(name string, fn func() (detail string, diagnosis string, err error)) bool {
+	start := time.Now()
+	detail, diagnosis, err := fn()
+	s := step{Name: name, Status: "ok", MS: time.Since(start).Milliseconds(), Detail: detail}
+	if err != nil {
+		s.Status, s.Error = "failed", oneLine(err.Error())
+		c.res.Diagnosis = diagnosis
+		if c.res.Diagnosis == "" {
+			c.res.Diagnosis = s.Error
+		}
+	}
+	c.res.Steps = append(c.res.Steps, s)
+	return err == nil
+}
+
+func (c *checker) skip(name, why string) {
+	c.res.Steps = append(c.res.Steps, step{Name: name, Status: "skipped", Detail: why})
+}
+
+func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
+	c := &checker{res: checkResult{Reference: cmd.Args().First()}}
+	kc := newKeychain()
+	defer kc.Close()
+	steps := []struct {
+		name string
+		fn   func() (string, string, error)
+	}{
+		{"reference", func() (string, string, error) {
+			ref, err := registry.ParseReference(cmd.Args().First())
+			c.ref = ref
+			if err != nil {
+				return "", "the image reference is not valid: " + err.Error(), err
+			}
+			c.res.Reference = ref.String()
+			return ref.String(), "", nil
+		}},
+		{"kind", func() (string, string, error) {
+			r := c.ref.Registry
+			d := fmt.Sprintf("%s %s", r.Host, r.Kind)
+			if r.Account != "" || r.Region != "" {
+				d += fmt.Sprintf(" account=%s region=%s partition=%s", r.Account, r.Region, r.Partition)
+			}
+			return d, "", nil
+		}},
+		{"document", func() (string, string, error) {
+			docs, err := documentsFromFlags(cmd, c.ref.Registry.Host)
+			c.docs = docs
+			if err != nil {
+				return "", "the credential document is malformed: " + err.Error(), err
+			}
+			if d, ok := document.Select(docs, c.ref.Registry.Host); ok {
+				return fmt.Sprintf("%s type=%s", d.Source, d.Type), "", nil
+			}
+			return "no document for " + c.ref.Registry.Host + "; anonymous", "", nil
+		}},
+		{"provider", func() (string, string, error) {
+			cred, err := kc.ResolveFor(ctx, c.ref.Registry, c.docs)
+			c.cred = cred
+			if err != nil {
+				return "", diagnoseProvider(err), err
+			}
+			d := fmt.Sprintf("%s username=%q fingerprint=%s", cred.Provider, cred.Username, cred.Fingerprint())
+			if cred.Anonymous {
+				d = cred.Provider + " (anonymous)"
+			}
+			if !cred.ExpiresAt.IsZero() {
+				d += " expires_in=" + time.Until(cred.ExpiresAt).Round(time.Second).String()
+			}
+			return d, "", nil
+		}},
+		{"ping", func() (string, string, error) { return c.ping(ctx, cmd) }},
+		{"challenge", func() (string, string, error) { return c.challenge() }},
+		{"token", func() (string, string, error) { return c.fetchToken(ctx) }},
+		{"manifest", func() (string, string, error) { return c.headManifest(ctx) }},
+	}
+	for i, s := range steps {
+		if !c.run(s.name, s.fn) {
+			for _, rest := range steps[i+1:] {
+				c.skip(rest.name, "an earlier step failed")
+			}
+			return c.res
+		}
+	}
+	c.res.OK = true
+	return c.res
+}
+
+// ping sends GET /v2/ to the first host hosts.toml gives for the registry.
+func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, error) {
+	opts := config.HostOptions{}
+	if dir := cmd.String("hosts-dir"); dir != "" {
+		opts.HostDir = config.HostDirFromRoot(dir)
+	}
+	if cmd.Bool("plain-http") {
+		opts.DefaultScheme = "http"
+	}
+	hosts, err := config.ConfigureHosts(ctx, opts)(c.ref.Registry.Host)
+	if err != nil {
+		return "", "the hosts.toml for " + c.ref.Registry.Host + " is invalid: " + err.Error(), err
+	}
+	if len(hosts) == 0 {
+		return "", "hosts.toml lists no endpoint for " + c.ref.Registry.Host, fmt.Errorf("no hosts: %w", errdefs.ErrNotFound)
+	}
+	c.host = hosts[0]
+	if c.host.Client == nil {
+		c.host.Client = http.DefaultClient
+	}
+	mirror := ""
+	if c.host.Host != c.ref.Registry.Host && !(registry.IsDockerHub(c.host.Host) && c.ref.Registry.Kind == registry.KindDockerHub) {
+		mirror = " (mirror of " + c.ref.Registry.Host + ")"
+	}
+	resp, err := c.do(ctx, http.MethodGet, c.url("/"), nil)
+	if err != nil {
+		return "", diagnoseTransport(c.host.Host, err), err
+	}
+	resp.Body.Close()
+	c.chals = auth.ParseAuthHeader(resp.Header)
+	detail := fmt.Sprintf("%s://%s%s/ %d%s", c.host.Scheme, c.host.Host, c.host.Path, resp.StatusCode, mirror)
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+		return detail, fmt.Sprintf("%s answered %d to /v2/: not a registry API endpoint (check the host and hosts.toml path)", c.host.Host, resp.StatusCode),
+			fmt.Errorf("GET /v2/ on %s: %s", c.host.Host, resp.Status)
+	}
+	return detail, "", nil
+}
+
+func (c *checker) challenge() (string, string, error) {
+	if len(c.chals) == 0 {
+		return "none: the registry allows anonymous access", "", nil
+	}
+	ch := c.chals[0]
+	switch ch.Scheme {
+	case auth.BasicAuth:
+		return fmt.Sprintf("basic realm=%q", ch.Parameters["realm"]), "", nil
+	case auth.BearerAuth:
+		return fmt.Sprintf("bearer realm=%q service=%q", ch.Parameters["realm"], ch.Parameters["service"]), "", nil
+	}
+	return "", "the registry asks for an authentication scheme containerd does not support", fmt.Errorf("unsupported challenge from %s: %w", c.host.Host, errdefs.ErrNotImplemented)
+}
+
+func (c *checker) fetchToken(ctx context.Context) (string, string, error) {
+	if len(c.chals) == 0 {
+		return "not needed", "", nil
+	}
+	ch := c.chals[0]
+	if ch.Scheme == auth.BasicAuth {
+		if c.cred.Anonymous {
+			return "", c.noCredentials(), fmt.Errorf("%s wants basic auth and there are no credentials for it: %w", c.host.Host, errdefs.ErrUnauthenticated)
+		}
+		return "basic: credentials go with each request", "", nil
+	}
+	user, secretValue := c.cred.Username, c.cred.Secret.Reveal()
+	to, err := auth.GenerateTokenOptions(ctx, c.host.Host, user, secretValue, ch)
+	if err != nil {
+		return "", "the registry's bearer challenge is malformed", err
+	}
+	to.Scopes = []string{"repository:" + c.ref.Repository + ":pull"}
+	start := time.Now()
+	var expires int
+	if secretValue != "" {
+		resp, err := auth.FetchTokenWithOAuth(ctx, c.host.Client, nil, "ctr-b9", to)
+		if err == nil {
+			c.token, expires = resp.AccessToken, resp.ExpiresInSeconds
+		} else if !fallbackToGet(err) {
+			return "", c.diagnoseToken(err), redactErr(err, secretValue)
+		}
+	}
+	if c.token == "" {
+		resp, err := auth.FetchToken(ctx, c.host.Client, nil, to)
+		if err != nil {
+			return "", c.diagnoseToken(err), redactErr(err, secretValue)
+		}
+		c.token, expires = resp.Token, resp.ExpiresInSeconds
+		if c.token == "" {
+			c.token = resp.AccessToken
+		}
+	}
+	how := "credentials"
+	if c.cred.Anonymous {
+		how = "anonymous"
+	}
+	return fmt.Sprintf("%s token for %s (%s) in %dms, expires_in=%ds", how, to.Scopes[0], to.Realm, time.Since(start).Milliseconds(), expires), "", nil
+}
+
+func (c *checker) headManifest(ctx context.Context) (string, string, error) {
+	ref := c.ref.Tag
+	if c.ref.Digest != "" {
+		ref = c.ref.Digest
+	}
+	h := http.Header{"Accept": {ocispec.MediaTypeImageIndex, ocispec.MediaTypeImageManifest,
+		"application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json"}}
+	resp, err := c.do(ctx, http.MethodHead, c.url("/"+c.ref.Repository+"/manifests/"+ref), h)
+	if err != nil {
+		return "", diagnoseTransport(c.host.Host, err), err
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return fmt.Sprintf("%s %s", resp.Header.Get("Docker-Content-Digest"), resp.Header.Get("Content-Type")), "", nil
+	case resp.StatusCode == http.StatusUnauthorized:
+		if c.cred.Anonymous {
+			return "", c.noCredentials(), fmt.Errorf("HEAD manifest on %s: 401 without credentials: %w", c.host.Host, errdefs.ErrUnauthenticated)
+		}
+		return "", fmt.Sprintf("wrong username or password: %s rejected the credential from %s", c.host.Host, c.cred.Source),
+			fmt.Errorf("HEAD manifest on %s: 401: %w", c.host.Host, errdefs.ErrUnauthenticated)
+	case resp.StatusCode == http.StatusForbidden:
+		if isECRExpired(resp, body) {
+			return "", "expired ECR token: the registry says the authorization token has expired; the keychain re-mints it on the next pull (check the node clock if this repeats)",
+				fmt.Errorf("HEAD manifest on %s: 403 token expired: %w", c.host.Host, errdefs.ErrUnauthenticated)
+		}
+		return "", fmt.Sprintf("the credential from %s is valid but may not pull %s", c.cred.Source, c.ref.Repository),
+			fmt.Errorf("HEAD manifest on %s: 403: %w", c.host.Host, errdefs.ErrPermissionDenied)
+	case resp.StatusCode == http.StatusNotFound:
+		return "", fmt.Sprintf("%s:%s does not exist on %s (or the credential cannot see it)", c.ref.Repository, ref, c.host.Host),
+			fmt.Errorf("HEAD manifest on %s: 404: %w", c.host.Host, errdefs.ErrNotFound)
+	}
+	return "", fmt.Sprintf("%s answered %s to the manifest request", c.host.Host, resp.Status), fmt.Errorf("HEAD manifest on %s: %s", c.host.Host, resp.Status)
+}
+
+// do sends a request with the credential the challenge asks for.
+func (c *checker) do(ctx context.Context, method, url string, h http.Header) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range c.host.Header {
+		req.Header[k] = v
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	switch {
+	case c.token != "":
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	case len(c.chals) > 0 && c.chals[0].Scheme == auth.BasicAuth && !c.cred.Anonymous:
+		req.SetBasicAuth(c.cred.Username, c.cred.Secret.Reveal())
+	}
+	resp, err := c.host.Client.Do(req)
+	if err != nil {
+		return nil, redactErr(err, c.cred.Secret.Reveal())
+	}
+	return resp, nil
+}
+
+func (c *checker) url(path string) string {
+	return c.host.Scheme + "://" + c.host.Host + c.host.Path + path
+}
+
+func (c *checker) noCredentials() string {
+	if c.host.Host != c.ref.Registry.Host && !registry.IsDockerHub(c.host.Host) {
+		return fmt.Sprintf("mirror without credentials: %s (a mirror of %s) requires authentication and no document names it", c.host.Host, c.ref.Registry.Host)
+	}
+	return fmt.Sprintf("no credentials for %s: no document names this registry and no --creds given, and it requires authentication", c.ref.Registry.Host)
+}
+
+func (c *checker) diagnoseToken(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "401"):
+		if c.cred.Anonymous {
+			return c.noCredentials()
+		}
+		return fmt.Sprintf("wrong username or password: the token endpoint rejected the credential from %s", c.cred.Source)
+	case strings.Contains(msg, "403"):
+		return fmt.Sprintf("the token endpoint refused the credential from %s access to %s", c.cred.Source, c.ref.Repository)
+	}
+	return "the token endpoint failed: " + oneLine(msg)
+}
+
+// fallbackToGet mirrors containerd: token servers without OAuth POST answer
+// 404, 405, 400 or 401 to it.
+func fallbackToGet(err error) bool {
+	msg := err.Error()
+	for _, code := range []string{"404", "405", "400", "401"} {
+		if strings.Contains(msg, code) {
+			return true
+		}
+	}
+	return false
+}
+
+func isECRExpired(resp *http.Response, body []byte) bool {
+	return resp.Header.Get("WWW-Authenticate") == "" && strings.Contains(string(body), "authorization token has expired")
+}
+
+func diagnoseProvider(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "region"):
+		return "region mismatch or missing region: " + oneLine(msg)
+	case errdefs.IsUnauthorized(err), errdefs.IsPermissionDenied(err):
+		return "the cloud rejected the source credential (wrong or revoked keys): " + oneLine(msg)
+	case strings.Contains(strings.ToLower(msg), "throttl"):
+		return "the cloud token API is throttling: " + oneLine(msg)
+	case errdefs.IsNotImplemented(err):
+		return "this credential type is not enabled on this node: " + oneLine(msg)
+	}
+	return "could not get a registry credential: " + oneLine(msg)
+}
+
+func diagnoseTransport(host string, err error) string {
+	var dnsErr *net.DNSError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var opErr *net.OpError
+	switch {
+	case errors.As(err, &dnsErr):
+		return fmt.Sprintf("DNS: %s does not resolve on this node (check the name, /etc/hosts and resolv.conf)", dnsErr.Name)
+	case errors.As(err, &unknownCA):
+		return fmt.Sprintf("TLS trust: %s's certificate is signed by an unknown authority; put its CA in hosts.toml (ca = ...) under --hosts-dir", host)
+	case errors.As(err, &hostErr):
+		return fmt.Sprintf("TLS trust: %s's certificate is not valid for that name", host)
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"):
+		return fmt.Sprintf("%s speaks plain http; use --plain-http or a hosts.toml with an http:// server", host)
+	case errors.As(err, &opErr) && strings.Contains(err.Error(), "connection refused"):
+		return fmt.Sprintf("%s refused the connection: nothing listens there", host)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%s did not answer before the deadline", host)
+	}
+	return fmt.Sprintf("cannot reach %s: %s", host, oneLine(err.Error()))
+}
+
+// redactErr removes a secret from an error text, for errors of libraries
+// that may echo a request (url.Error does not include headers, but a
+// realm URL could carry userinfo).
+func redactErr(err error, secretValue string) error {
+	if err == nil || secretValue == "" || !strings.Contains(err.Error(), secretValue) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), secretValue, "[redacted]"))
+}
+
+func emitCheck(w io.Writer, format string, res checkResult) error {
+	if format == "json" {
+		return emit(w, format, res, nil)
+	}
+	fmt.Fprintf(w, "check %s\n", res.Reference)
+	for _, s := range res.Steps {
+		line := fmt.Sprintf("  %-10s %-7s %5dms  %s", s.Name, s.Status, s.MS, s.Detail)
+		if s.Error != "" {
+			line += "  error: " + s.Error
+		}
+		fmt.Fprintln(w, strings.TrimRight(line, " "))
+	}
+	if res.OK {
+		fmt.Fprintln(w, "ok")
+	} else {
+		fmt.Fprintf(w, "diagnosis: %s\n", res.Diagnosis)
+	}
+	return nil
+}
