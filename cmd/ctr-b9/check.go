@@ -80,6 +80,7 @@ Example:
 
 // checker carries the state the steps share.
 type checker struct {
+	kc    *keychain.Keychain
 	res   checkResult
 	ref   registry.Reference
 	docs  []document.Document
@@ -110,9 +111,9 @@ func (c *checker) skip(name, why string) {
 }
 
 func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
-	c := &checker{res: checkResult{Reference: cmd.Args().First()}}
 	kc := newKeychain()
 	defer kc.Close()
+	c := &checker{kc: kc, res: checkResult{Reference: cmd.Args().First()}}
 	steps := []struct {
 		name string
 		fn   func() (string, string, error)
@@ -198,8 +199,16 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		c.host.Client = http.DefaultClient
 	}
 	mirror := ""
-	if c.host.Host != c.ref.Registry.Host && !(registry.IsDockerHub(c.host.Host) && c.ref.Registry.Kind == registry.KindDockerHub) {
+	if c.isMirror() {
+		// A mirror gets the credential of the host actually contacted, as
+		// the plugin's resolver does: the upstream's secret is not its.
 		mirror = " (mirror of " + c.ref.Registry.Host + ")"
+		cred, err := ctxResolve(ctx, c, registry.Detect(c.host.Host))
+		if err != nil {
+			return "", diagnoseProvider(err), err
+		}
+		c.cred = cred
+		mirror += ", credential " + cred.Provider
 	}
 	resp, err := c.do(ctx, http.MethodGet, c.url("/"), nil)
 	if err != nil {
@@ -290,12 +299,23 @@ func (c *checker) headManifest(ctx context.Context) (string, string, error) {
 	case resp.StatusCode == http.StatusOK:
 		return fmt.Sprintf("%s %s", resp.Header.Get("Docker-Content-Digest"), resp.Header.Get("Content-Type")), "", nil
 	case resp.StatusCode == http.StatusUnauthorized:
+		if chals := auth.ParseAuthHeader(resp.Header); len(chals) > 0 && chals[0].Parameters["error"] == "insufficient_scope" {
+			return "", fmt.Sprintf("the credential from %s is valid but may not pull %s", c.cred.Source, c.ref.Repository),
+				fmt.Errorf("HEAD manifest on %s: 401 insufficient_scope: %w", c.host.Host, errdefs.ErrPermissionDenied)
+		}
 		if c.cred.Anonymous {
 			return "", c.noCredentials(), fmt.Errorf("HEAD manifest on %s: 401 without credentials: %w", c.host.Host, errdefs.ErrUnauthenticated)
 		}
 		return "", fmt.Sprintf("wrong username or password: %s rejected the credential from %s", c.host.Host, c.cred.Source),
 			fmt.Errorf("HEAD manifest on %s: 401: %w", c.host.Host, errdefs.ErrUnauthenticated)
 	case resp.StatusCode == http.StatusForbidden:
+		if len(body) == 0 && resp.Header.Get("WWW-Authenticate") == "" {
+			// HEAD carries no body; ECR says "expired" only in one.
+			if g, err := c.do(ctx, http.MethodGet, c.url("/"+c.ref.Repository+"/manifests/"+ref), h); err == nil {
+				body, _ = io.ReadAll(io.LimitReader(g.Body, 4096))
+				g.Body.Close()
+			}
+		}
 		if isECRExpired(resp, body) {
 			return "", "expired ECR token: the registry says the authorization token has expired; the keychain re-mints it on the next pull (check the node clock if this repeats)",
 				fmt.Errorf("HEAD manifest on %s: 403 token expired: %w", c.host.Host, errdefs.ErrUnauthenticated)
@@ -334,12 +354,20 @@ func (c *checker) do(ctx context.Context, method, url string, h http.Header) (*h
 	return resp, nil
 }
 
+func (c *checker) isMirror() bool {
+	return c.host.Host != c.ref.Registry.Host && !(registry.IsDockerHub(c.host.Host) && c.ref.Registry.Kind == registry.KindDockerHub)
+}
+
+func ctxResolve(ctx context.Context, c *checker, reg registry.Registry) (keychain.Credential, error) {
+	return c.kc.ResolveFor(ctx, reg, c.docs)
+}
+
 func (c *checker) url(path string) string {
 	return c.host.Scheme + "://" + c.host.Host + c.host.Path + path
 }
 
 func (c *checker) noCredentials() string {
-	if c.host.Host != c.ref.Registry.Host && !registry.IsDockerHub(c.host.Host) {
+	if c.isMirror() {
 		return fmt.Sprintf("mirror without credentials: %s (a mirror of %s) requires authentication and no document names it", c.host.Host, c.ref.Registry.Host)
 	}
 	return fmt.Sprintf("no credentials for %s: no document names this registry and no --creds given, and it requires authentication", c.ref.Registry.Host)
