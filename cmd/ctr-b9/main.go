@@ -80,6 +80,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			detectCommand(),
 			credsCommand(),
 			checkCommand(),
+			pullCommand(),
 			versionCommand(),
 		},
 	}
