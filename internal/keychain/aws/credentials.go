@@ -61,8 +61,9 @@ func (p *Provider) ambientCredentials(ctx context.Context) (awssdk.CredentialsPr
 	if p.ambientCreds != nil {
 		return p.ambientCreds, nil
 	}
+	// The node's own configuration keeps the SDK's HTTP client: it is the
+	// one that honours the node's AWS_CA_BUNDLE for IMDS and STS.
 	cfg, err := config.LoadDefaultConfig(ctx,
-		config.WithHTTPClient(p.hc),
 		config.WithRetryer(func() awssdk.Retryer { return awssdk.NopRetryer{} }))
 	if err != nil {
 		return nil, fmt.Errorf("loading the node's AWS configuration: %w: %w", err, errdefs.ErrUnavailable)

@@ -300,13 +300,13 @@ func (a *AWS) authorizationToken(w http.ResponseWriter, r *http.Request, body []
 	a.record(req)
 
 	pw := randomString("ecrpw-", 24)
-	exp := time.Now().Add(life)
+	// ECR sends epoch seconds, fractional; keep millisecond precision so
+	// the client's idea of the expiry is exactly the emulator's.
+	exp := time.UnixMilli(time.Now().Add(life).UnixMilli())
 	a.register(pw, exp)
 	data := map[string]any{
 		"authorizationToken": base64.StdEncoding.EncodeToString([]byte("AWS:" + pw)),
-		// ECR sends epoch seconds, fractional; keep millisecond precision
-		// so the client's idea of the expiry is the emulator's.
-		"expiresAt": float64(exp.UnixMilli()) / 1000,
+		"expiresAt":          float64(exp.UnixMilli()) / 1000,
 	}
 	var out any
 	if public {

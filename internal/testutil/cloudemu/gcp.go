@@ -150,7 +150,7 @@ func (g *GCP) token(w http.ResponseWriter, r *http.Request) {
 	g.mu.Lock()
 	g.scopes = append(g.scopes, scope)
 	g.mu.Unlock()
-	g.issue(w, "ya29.emu-", life, false)
+	g.issue(w, "ya29.emu-", life)
 }
 
 // verifyAssertion checks an RS256 JWT grant: signature by the issuer's
@@ -217,7 +217,7 @@ func (g *GCP) metadataToken(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "service account not enabled on this instance", http.StatusForbidden)
 		return
 	}
-	g.issue(w, "ya29.gce-emu-", life, true)
+	g.issue(w, "ya29.gce-emu-", life)
 }
 
 func (g *GCP) metadata(value func() string) http.HandlerFunc {
@@ -251,7 +251,7 @@ func (g *GCP) fault(w http.ResponseWriter, f Fault) bool {
 // issue answers with a new access token of the given life. Google's
 // expires_in is whole seconds and cannot be negative, so a life under a
 // second (IssueExpired) becomes one second.
-func (g *GCP) issue(w http.ResponseWriter, prefix string, life time.Duration, _ bool) {
+func (g *GCP) issue(w http.ResponseWriter, prefix string, life time.Duration) {
 	secs := int64(life / time.Second)
 	if secs < 1 {
 		secs = 1

@@ -2,6 +2,7 @@ package cloudemu
 
 import (
 	"context"
+	"testing"
 	"time"
 )
 
@@ -66,4 +67,29 @@ func Stream(ctx context.Context, d, interval, block time.Duration,
 		}
 	}
 	return res
+}
+
+// CheckStream asserts what a Stream over ~10 s of 2 s tokens must show:
+// no failures, no token used after the emulator stopped accepting it, a
+// first call that waited on the token API (delay), no later call that did,
+// and refreshes about every second (calls is the emulator's count).
+func CheckStream(t testing.TB, r StreamResult, calls int, delay time.Duration) {
+	t.Helper()
+	t.Logf("%d resolutions, %d tokens, %d token calls, first %v, slowest after first %v",
+		r.Resolutions, r.Distinct, calls, r.First, r.MaxAfterFirst)
+	if len(r.Errors) > 0 {
+		t.Errorf("%d resolutions failed, first: %v", len(r.Errors), r.Errors[0])
+	}
+	if r.Invalid > 0 {
+		t.Errorf("%d resolutions returned a token the emulator no longer accepted", r.Invalid)
+	}
+	if r.First < delay {
+		t.Errorf("first resolution took %v; it should have waited on the token call", r.First)
+	}
+	if r.Blocked > 0 {
+		t.Errorf("%d resolutions after the first waited on a token call (slowest %v)", r.Blocked, r.MaxAfterFirst)
+	}
+	if r.Distinct < 5 || calls < 6 || calls > 14 {
+		t.Errorf("%d distinct tokens from %d calls; want refreshes about every second", r.Distinct, calls)
+	}
 }

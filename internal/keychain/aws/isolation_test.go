@@ -1,0 +1,78 @@
+package aws
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
+)
+
+// A document with keys is minted with those keys only: the node's
+// environment, shared files and IMDS are never read, even when the node
+// enables its ambient identity — and a wrong tenant key fails rather than
+// falling back to the node's. A document without keys gets the node's
+// identity only when ambient is enabled.
+func TestIsolationFromNodeCredentials(t *testing.T) {
+	var imdsCalls atomic.Int32
+	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		imdsCalls.Add(1)
+		http.Error(w, "no", http.StatusNotFound)
+	}))
+	defer imds.Close()
+	dir := t.TempDir()
+	creds := filepath.Join(dir, "credentials")
+	conf := filepath.Join(dir, "config")
+	if err := os.WriteFile(creds, []byte("[default]\naws_access_key_id = "+nodeAKID+"\naws_secret_access_key = "+nodeSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(conf, []byte("[default]\nregion = us-west-2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", nodeAKID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", nodeSecret)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	t.Setenv("AWS_CONFIG_FILE", conf)
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds.URL)
+
+	e := newEmu(t)
+	e.AddUser(nodeAKID, nodeSecret)
+	ambient := newProvider(e, WithAmbient(true))
+	strict := newProvider(e)
+	ctx := context.Background()
+
+	_, err := ambient.Mint(ctx, reg(ecrHost), awsDoc(t, "AWS_ACCESS_KEY_ID", tenantAKID, "AWS_SECRET_ACCESS_KEY", "CANARY-wrong"))
+	if !errdefs.IsUnauthorized(err) {
+		t.Fatalf("wrong tenant key: %v, want Unauthenticated", err)
+	}
+	if _, err := ambient.Mint(ctx, reg(ecrHost), staticDoc(t)); err != nil {
+		t.Fatalf("tenant key: %v", err)
+	}
+	for _, r := range e.Requests() {
+		if r.AccessKeyID != tenantAKID {
+			t.Errorf("a tenant document's call was signed with %s", r.AccessKeyID)
+		}
+	}
+	_, err = strict.Mint(ctx, reg(ecrHost), awsDoc(t))
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("no keys, ambient off: %v, want InvalidArgument", err)
+	}
+	n := len(e.Requests())
+	if _, err := ambient.Mint(ctx, reg(ecrHost), awsDoc(t)); err != nil {
+		t.Fatalf("no keys, ambient on: %v", err)
+	}
+	reqs := e.Requests()
+	if len(reqs) != n+1 || reqs[n].AccessKeyID != nodeAKID {
+		t.Errorf("ambient mint signed with %+v, want the node's key", reqs[n:])
+	}
+	if c := imdsCalls.Load(); c != 0 {
+		t.Errorf("IMDS was called %d times", c)
+	}
+	cloudemu.AssertNoSecrets(t, "error", []string{err.Error()})
+}

@@ -1,0 +1,219 @@
+package azure
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// maxBody bounds what is read of a token response.
+const maxBody = 64 << 10
+
+// aadToken gets an AAD access token for the cloud's ACR audience with the
+// client-credentials grant.
+func (p *Provider) aadToken(ctx context.Context, c cloud, tenant, clientID string, clientSecret secret.Secret) (string, error) {
+	cfg := clientcredentials.Config{
+		ClientID:     clientID,
+		ClientSecret: clientSecret.Reveal(),
+		TokenURL:     c.authority + "/" + url.PathEscape(tenant) + "/oauth2/v2.0/token",
+		Scopes:       []string{c.audience + "/.default"},
+		AuthStyle:    oauth2.AuthStyleInParams,
+	}
+	api := "Azure AD token"
+	var tok *oauth2.Token
+	n, err := keychain.Retry(ctx, p.retry, func(ctx context.Context) (bool, time.Duration, error) {
+		t, err := cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, p.hc))
+		if err != nil {
+			var re *oauth2.RetrieveError
+			if errors.As(err, &re) && re.Response != nil {
+				s := re.Response.StatusCode
+				return s == http.StatusTooManyRequests || s >= 500, retryAfter(re.Response), err
+			}
+			return false, 0, err
+		}
+		tok = t
+		return false, 0, nil
+	})
+	if err != nil {
+		return "", classifyAAD(ctx, api, n, err)
+	}
+	return tok.AccessToken, nil
+}
+
+// errNoExchange: the registry does not do AAD exchange (404) or refuses
+// the request as unsupported (400).
+var errNoExchange = errors.New("no AAD exchange")
+
+// exchange trades the AAD token for the registry's refresh token.
+func (p *Provider) exchange(ctx context.Context, reg registry.Registry, tenant, aad string) (string, error) {
+	api := "ACR " + reg.Host + " /oauth2/exchange"
+	form := url.Values{
+		"grant_type":   {"access_token"},
+		"service":      {reg.Host},
+		"tenant":       {tenant},
+		"access_token": {aad},
+	}.Encode()
+	var refresh string
+	var status int
+	n, err := keychain.Retry(ctx, p.retry, func(ctx context.Context) (bool, time.Duration, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+reg.Host+"/oauth2/exchange", strings.NewReader(form))
+		if err != nil {
+			return false, 0, err
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := p.hc.Do(req)
+		if err != nil {
+			status = 0
+			return false, 0, err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
+		status = resp.StatusCode
+		if status != http.StatusOK {
+			return status == http.StatusTooManyRequests || status >= 500, retryAfter(resp), &acrError{status: status, detail: acrDetail(body)}
+		}
+		var r struct {
+			RefreshToken string `json:"refresh_token"`
+		}
+		if json.Unmarshal(body, &r) != nil || r.RefreshToken == "" {
+			return false, 0, fmt.Errorf("the answer has no refresh_token: %w", errdefs.ErrUnknown)
+		}
+		refresh = r.RefreshToken
+		return false, 0, nil
+	})
+	if err == nil {
+		return refresh, nil
+	}
+	var ae *acrError
+	if errors.As(err, &ae) {
+		switch {
+		case ae.status == http.StatusNotFound || ae.status == http.StatusBadRequest:
+			return "", errNoExchange
+		case ae.status == http.StatusTooManyRequests:
+			return "", fmt.Errorf("%s throttled (%d attempts): %s: %w", api, n, ae, errdefs.ErrUnavailable)
+		case ae.status >= 500:
+			return "", fmt.Errorf("%s unavailable (%d attempts): %s: %w", api, n, ae, errdefs.ErrUnavailable)
+		case ae.status == http.StatusUnauthorized:
+			return "", fmt.Errorf("%s refused the AAD token: %s: %w", api, ae, errdefs.ErrUnauthenticated)
+		case ae.status == http.StatusForbidden:
+			return "", fmt.Errorf("%s: denied: %s: %w", api, ae, errdefs.ErrPermissionDenied)
+		}
+		return "", fmt.Errorf("%s failed: %s: %w", api, ae, errdefs.ErrUnknown)
+	}
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("%s: no answer in time: %w", api, ctx.Err())
+	}
+	if errdefs.IsUnknown(err) {
+		return "", fmt.Errorf("%s: %w", api, err)
+	}
+	return "", fmt.Errorf("%s: registry unreachable: %w: %w", api, err, errdefs.ErrUnavailable)
+}
+
+// acrError is a non-200 exchange answer; detail is the registry's error
+// code and message, never the body as a whole.
+type acrError struct {
+	status int
+	detail string
+}
+
+func (e *acrError) Error() string {
+	if e.detail == "" {
+		return "HTTP " + strconv.Itoa(e.status)
+	}
+	return "HTTP " + strconv.Itoa(e.status) + " " + e.detail
+}
+
+func acrDetail(body []byte) string {
+	var r struct {
+		Errors []struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"errors"`
+	}
+	if json.Unmarshal(body, &r) != nil || len(r.Errors) == 0 {
+		return ""
+	}
+	return oneLine(r.Errors[0].Code+": "+r.Errors[0].Message, 200)
+}
+
+// refreshExpiry reads exp from the refresh token's JWT claims.
+func (p *Provider) refreshExpiry(tok string) time.Time {
+	parts := strings.Split(tok, ".")
+	if len(parts) == 3 {
+		if b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "=")); err == nil {
+			var c struct {
+				Exp json.Number `json:"exp"`
+			}
+			if json.Unmarshal(b, &c) == nil {
+				if f, err := c.Exp.Float64(); err == nil && f > 0 {
+					return time.Unix(int64(f), 0)
+				}
+			}
+		}
+	}
+	return p.now().Add(DefaultRefreshTokenLife)
+}
+
+func retryAfter(resp *http.Response) time.Duration {
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		return min(time.Duration(s)*time.Second, 30*time.Second)
+	}
+	return 0
+}
+
+// classifyAAD describes an AAD failure from its status and AADSTS code;
+// oauth2's RetrieveError prints the body, so it is not wrapped.
+func classifyAAD(ctx context.Context, api string, attempts int, err error) error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response == nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: no answer in time (%d attempts): %w", api, attempts, ctx.Err())
+		}
+		return fmt.Errorf("%s: authority unreachable or answered garbage: %s: %w", api, oneLine(err.Error(), 300), errdefs.ErrUnavailable)
+	}
+	code := re.Response.StatusCode
+	what := "HTTP " + strconv.Itoa(code)
+	if re.ErrorCode != "" {
+		what += " " + oneLine(re.ErrorCode, 60)
+	}
+	if re.ErrorDescription != "" {
+		// AAD descriptions end with trace and correlation ids; the first
+		// line holds the AADSTS code and its meaning.
+		what += ": " + oneLine(strings.SplitN(re.ErrorDescription, "\n", 2)[0], 200)
+	}
+	switch {
+	case code == http.StatusTooManyRequests:
+		return fmt.Errorf("%s throttled (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
+	case code >= 500:
+		return fmt.Errorf("%s unavailable (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
+	case code == http.StatusForbidden:
+		return fmt.Errorf("%s: denied: %s: %w", api, what, errdefs.ErrPermissionDenied)
+	case code == http.StatusBadRequest || code == http.StatusUnauthorized:
+		return fmt.Errorf("%s: Azure AD refused the service principal: %s: %w", api, what, errdefs.ErrUnauthenticated)
+	}
+	return fmt.Errorf("%s failed: %s: %w", api, what, errdefs.ErrUnknown)
+}
+
+func oneLine(s string, n int) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}
