@@ -111,7 +111,7 @@ func (c *checker) skip(name, why string) {
 }
 
 func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
-	kc := newKeychain()
+	kc := newKeychain(cmd)
 	defer kc.Close()
 	c := &checker{kc: kc, res: checkResult{Reference: cmd.Args().First()}}
 	steps := []struct {
@@ -119,7 +119,7 @@ func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
 		fn   func() (string, string, error)
 	}{
 		{"reference", func() (string, string, error) {
-			ref, err := registry.ParseReference(cmd.Args().First())
+			ref, err := parseRefArg(cmd)
 			c.ref = ref
 			if err != nil {
 				return "", "the image reference is not valid: " + err.Error(), err
@@ -203,7 +203,8 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		// A mirror gets the credential of the host actually contacted, as
 		// the plugin's resolver does: the upstream's secret is not its.
 		mirror = " (mirror of " + c.ref.Registry.Host + ")"
-		cred, err := ctxResolve(ctx, c, registry.Detect(c.host.Host))
+		d, _ := detectorFromFlags(cmd)
+		cred, err := ctxResolve(ctx, c, d.Detect(c.host.Host))
 		if err != nil {
 			return "", diagnoseProvider(err), err
 		}

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sirupsen/logrus"
-
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -53,7 +51,6 @@ func hostsDir(t *testing.T, host, toml string) string {
 }
 
 func TestCheckAgainstRegistry(t *testing.T) {
-	quietRegistryLogs(t)
 	basic := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("alice", canary))
 	basic.PushRandomImage(t, "team/app", "v1", "alice", canary)
 	token := registrytest.Start(t, registrytest.WithTokenAuth(),
@@ -168,10 +165,3 @@ func TestCheckDNS(t *testing.T) {
 	}
 }
 
-// quietRegistryLogs keeps distribution's per-request info logs (logrus'
-// standard logger) out of the test output.
-func quietRegistryLogs(t *testing.T) {
-	lvl := logrus.GetLevel()
-	logrus.SetLevel(logrus.ErrorLevel)
-	t.Cleanup(func() { logrus.SetLevel(lvl) })
-}

@@ -9,7 +9,10 @@ import (
 	"github.com/urfave/cli/v3"
 	"sigs.k8s.io/yaml"
 
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/cloud"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -22,7 +25,58 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
 		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
+		mappingFlag(),
+		&cli.BoolFlag{Name: "aws-ambient", Usage: "let aws documents without keys use this machine's AWS identity"},
+		&cli.BoolFlag{Name: "gcp-ambient", Usage: "let gcp documents without keys use the metadata server (GCE_METADATA_HOST)"},
+		&cli.StringSliceFlag{Name: "gcp-key-dir", Usage: "directory GOOGLE_APPLICATION_CREDENTIALS may name key files under"},
+		&cli.BoolFlag{Name: "allow-loopback-token-uri", Usage: "accept service-account keys whose token_uri is on loopback (emulators)"},
 	}
+}
+
+func mappingFlag() cli.Flag {
+	return &cli.StringSliceFlag{Name: "registry-mapping", Usage: "HOST=KIND[,account=A][,region=R][,partition=P]: treat HOST (a mirror, a proxy) as a registry of KIND"}
+}
+
+// detectorFromFlags builds the host detector with --registry-mapping.
+func detectorFromFlags(cmd *cli.Command) (*registry.Detector, error) {
+	var mappings []registry.Mapping
+	for _, m := range cmd.StringSlice("registry-mapping") {
+		host, rest, ok := strings.Cut(m, "=")
+		if !ok {
+			return nil, usagef("--registry-mapping wants HOST=KIND[,account=A][,region=R][,partition=P]")
+		}
+		parts := strings.Split(rest, ",")
+		mp := registry.Mapping{Host: host, Kind: registry.Kind(parts[0])}
+		for _, kv := range parts[1:] {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "account":
+				mp.Account = v
+			case "region":
+				mp.Region = v
+			case "partition":
+				mp.Partition = v
+			default:
+				return nil, usagef("--registry-mapping: unknown field %q (want account, region, partition)", k)
+			}
+		}
+		mappings = append(mappings, mp)
+	}
+	d, err := registry.NewDetector(mappings)
+	if err != nil {
+		return nil, usagef("--registry-mapping: %v", err)
+	}
+	return d, nil
+}
+
+// newKeychain builds the keychain as a node would, from the flags.
+func newKeychain(cmd *cli.Command) *keychain.Keychain {
+	return cloud.New(cloud.Config{
+		AWSAmbient:            cmd.Bool("aws-ambient"),
+		GCPAmbient:            cmd.Bool("gcp-ambient"),
+		GCPKeyDirs:            cmd.StringSlice("gcp-key-dir"),
+		AllowLoopbackTokenURI: cmd.Bool("allow-loopback-token-uri"),
+	})
 }
 
 // documentsFromFlags returns the documents in the plugin's precedence

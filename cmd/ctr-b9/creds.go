@@ -54,7 +54,7 @@ Example:
 			if err != nil {
 				return err
 			}
-			kc := newKeychain()
+			kc := newKeychain(cmd)
 			defer kc.Close()
 			cred, err := kc.ResolveFor(ctx, ref.Registry, docs)
 			if err != nil {
@@ -90,8 +90,3 @@ func credsResultFor(ref registry.Reference, c keychain.Credential) credsResult {
 	return res
 }
 
-// newKeychain builds the keychain with every provider this build has,
-// configured from the environment (endpoint overrides are the SDKs' own).
-func newKeychain() *keychain.Keychain {
-	return keychain.New()
-}

@@ -29,7 +29,7 @@ func detectCommand() *cli.Command {
 		Description: `Example:
    ctr-b9 detect 123456789012.dkr.ecr-fips.us-gov-west-1.amazonaws.com/app:v1
    ctr-b9 detect -o json ghcr.io/beam-cloud/beta9`,
-		Flags: []cli.Flag{outputFlag()},
+		Flags: []cli.Flag{outputFlag(), mappingFlag()},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			ref, err := parseRefArg(cmd)
 			if err != nil {
@@ -54,5 +54,9 @@ func parseRefArg(cmd *cli.Command) (registry.Reference, error) {
 	if cmd.NArg() != 1 {
 		return registry.Reference{}, usagef("%s takes exactly one image reference (got %d arguments)", cmd.Name, cmd.NArg())
 	}
-	return registry.ParseReference(cmd.Args().First())
+	d, err := detectorFromFlags(cmd)
+	if err != nil {
+		return registry.Reference{}, err
+	}
+	return d.ParseReference(cmd.Args().First())
 }

@@ -58,6 +58,8 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		ErrWriter: stderr,
 		// Errors are printed once, by run, with the right exit status.
 		ExitErrHandler: func(context.Context, *cli.Command, error) {},
+		// --registry-mapping values contain commas.
+		DisableSliceFlagSeparator: true,
 		OnUsageError: func(_ context.Context, _ *cli.Command, err error, _ bool) error {
 			return usageError{err.Error()}
 		},
@@ -70,11 +72,13 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 		Before: func(ctx context.Context, cmd *cli.Command) (context.Context, error) {
 			// containerd's client logs at info level about fallbacks an
 			// operator did not ask about; keep stderr for the one-line error.
-			level := "warn"
 			if cmd.Bool("debug") {
-				level = "debug"
+				return ctx, log.SetLevel("debug")
 			}
-			return ctx, log.SetLevel(level)
+			if log.GetLevel() > log.WarnLevel {
+				return ctx, log.SetLevel("warn")
+			}
+			return ctx, nil
 		},
 		Commands: []*cli.Command{
 			detectCommand(),
@@ -87,6 +91,7 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 	// A usage error is one line on stderr, not a help page on stdout.
 	for _, c := range app.Commands {
 		c.OnUsageError = app.OnUsageError
+		c.DisableSliceFlagSeparator = true
 	}
 	return app
 }

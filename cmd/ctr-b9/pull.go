@@ -61,7 +61,7 @@ Example:
 			if mode != "auto" && mode != "tty" && mode != "plain" {
 				return usagef("--progress must be auto, tty or plain")
 			}
-			kc := newKeychain()
+			kc := newKeychain(cmd)
 			defer kc.Close()
 			opts := []resolver.Option{}
 			if dir := cmd.String("hosts-dir"); dir != "" {

@@ -3,6 +3,7 @@ package cloudemu
 import (
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -296,4 +297,10 @@ func (z *Azure) v2(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm="https://%s/oauth2/token",service="%s"`, z.Host, z.Host))
 	acrError(w, http.StatusUnauthorized, "UNAUTHORIZED", "authentication required")
+}
+
+// CertPEM is the emulator's TLS certificate, for SSL_CERT_FILE in a child
+// process that must trust it.
+func (z *Azure) CertPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: z.srv.Certificate().Raw})
 }

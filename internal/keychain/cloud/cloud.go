@@ -1,0 +1,49 @@
+package cloud
+
+import (
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/aws"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/azure"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/gcp"
+)
+
+// Config is what a node decides about cloud credentials. The zero value is
+// the safe default: tenant documents only, no node identity, Google-only
+// token endpoints, no key files on the node.
+type Config struct {
+	// AWSAmbient lets a document of type aws without keys use the node's
+	// AWS identity (the SDK default chain: IRSA, Pod Identity, instance
+	// profile).
+	AWSAmbient bool `toml:"aws_ambient"`
+	// GCPAmbient lets a document of type gcp without keys use the metadata
+	// server's token (GCE_METADATA_HOST overrides its address).
+	GCPAmbient bool `toml:"gcp_ambient"`
+	// GCPKeyDirs are the directories GOOGLE_APPLICATION_CREDENTIALS may
+	// name a key file under.
+	GCPKeyDirs []string `toml:"gcp_key_dirs"`
+	// AllowLoopbackTokenURI accepts service-account keys whose token_uri is
+	// on 127.0.0.0/8 (emulators, tests). Off on real nodes: a tenant's key
+	// could otherwise aim the node at internal addresses.
+	AllowLoopbackTokenURI bool `toml:"allow_loopback_token_uri"`
+}
+
+// Options returns keychain options that add the cloud providers.
+func Options(c Config) []keychain.Option {
+	gopts := []gcp.Option{gcp.WithAmbient(c.GCPAmbient)}
+	if len(c.GCPKeyDirs) > 0 {
+		gopts = append(gopts, gcp.WithKeyFileDirs(c.GCPKeyDirs...))
+	}
+	if c.AllowLoopbackTokenURI {
+		gopts = append(gopts, gcp.WithTokenURICheck(gcp.LoopbackOrGoogleTokenURI))
+	}
+	return []keychain.Option{
+		keychain.WithProvider(aws.New(aws.WithAmbient(c.AWSAmbient))),
+		keychain.WithProvider(gcp.New(gopts...)),
+		keychain.WithProvider(azure.New()),
+	}
+}
+
+// New returns a keychain with every provider, configured by c, plus opts.
+func New(c Config, opts ...keychain.Option) *keychain.Keychain {
+	return keychain.New(append(Options(c), opts...)...)
+}
