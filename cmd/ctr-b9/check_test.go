@@ -164,4 +164,3 @@ func TestCheckDNS(t *testing.T) {
 		t.Fatalf("diagnosis %q, steps %s", res.Diagnosis, stepStatus(res))
 	}
 }
-

@@ -89,4 +89,3 @@ func credsResultFor(ref registry.Reference, c keychain.Credential) credsResult {
 	}
 	return res
 }
-

@@ -262,7 +262,6 @@ func TestMetadata(t *testing.T) {
 	}
 }
 
-
 func TestKeyChecksDoNotEchoTheKey(t *testing.T) {
 	t.Parallel()
 	g := cloudemu.NewGCP(t)
