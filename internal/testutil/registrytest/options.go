@@ -52,6 +52,7 @@ type config struct {
 	tlsNames      []string
 	tls           bool
 	blobRedirect  bool
+	blobHostName  string
 	blobDelay     time.Duration
 	middleware    []func(http.Handler) http.Handler
 	logf          func(format string, args ...any)
@@ -127,6 +128,15 @@ func WithTLS(names ...string) Option {
 // WithBlobRedirect answers blob GETs with a 307 to a second host ("object
 // storage") that serves the bytes without auth, like S3 behind ECR or Docker Hub.
 func WithBlobRedirect() Option { return func(c *config) { c.blobRedirect = true } }
+
+// WithBlobRedirectHost is WithBlobRedirect to hostname (on its own port)
+// instead of "localhost". "127.0.0.1" gives the registry's own hostname on
+// another port: Go's http.Client copies Authorization along such a redirect
+// (it compares hostnames, not ports), so only the client's authorizer can
+// keep credentials off it.
+func WithBlobRedirectHost(hostname string) Option {
+	return func(c *config) { c.blobRedirect, c.blobHostName = true, hostname }
+}
 
 // WithBlobDelay holds each blob GET for d before the registry checks its
 // authorization: a slow blob, during which a short-lived token can expire.

@@ -50,9 +50,10 @@ type recorder struct {
 
 func (rec *recorder) add(r Request) {
 	rec.mu.Lock()
+	defer rec.mu.Unlock()
 	rec.reqs = append(rec.reqs, r)
-	rec.mu.Unlock()
 	if rec.logf != nil {
+		// Under the lock: the caller's logf need not be concurrency-safe.
 		rec.logf("registrytest: %s %s %s%s -> %d (auth=%q)", r.Server, r.Method, r.Host, r.Path, r.Status, r.Auth)
 	}
 }

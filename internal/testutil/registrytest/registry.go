@@ -135,6 +135,10 @@ func start(t testing.TB, cfg *config) (*Registry, error) {
 			return nil, err
 		}
 		r.BlobHost = localhostName(blobSrv)
+		if cfg.blobHostName != "" {
+			_, port, _ := net.SplitHostPort(blobSrv.Listener.Addr().String())
+			r.BlobHost = net.JoinHostPort(cfg.blobHostName, port)
+		}
 	}
 
 	dc := &configuration.Configuration{}

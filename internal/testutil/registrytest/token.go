@@ -174,7 +174,9 @@ func (is *issuer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	claims := token.ClaimSet{
 		Issuer: is.name, Subject: subject, Audience: token.AudienceList{is.service},
-		Expiration: now.Add(lifetime - leeway).Unix(),
+		// exp is whole seconds: round up, so the token lives at least
+		// lifetime (a server must not be stricter than its expires_in).
+		Expiration: now.Add(lifetime - leeway + time.Second - 1).Unix(),
 		NotBefore:  now.Add(-time.Second).Unix(),
 		IssuedAt:   now.Unix(),
 		JWTID:      randomHex(8),

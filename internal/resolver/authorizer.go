@@ -1,0 +1,433 @@
+package resolver
+
+import (
+	"context"
+	"encoding/base64"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+const userAgent = "b9-resolver"
+
+// Defaults for an Authorizer.
+const (
+	DefaultTokenCacheSize = 1024
+	// DefaultMaxTokenMargin caps how long before its expiry a token stops
+	// being used (a tenth of its life, at most this).
+	DefaultMaxTokenMargin = 30 * time.Second
+	DefaultFetchTimeout   = 30 * time.Second
+	// DefaultClientID is the OAuth2 client_id sent with POST token requests.
+	DefaultClientID = "b9-resolver"
+	// credentialRecheck bounds how long a host authorizer reuses the
+	// credential it resolved before asking Credentials again.
+	credentialRecheck = time.Minute
+)
+
+// Authorizer holds what outlives a pull: each host's challenge and the
+// bearer-token cache. Create one per node and share it; bind it to a pull's
+// credentials with Resolver.Hosts (or For).
+type Authorizer struct {
+	challenges   challenges
+	tokens       *tokenCache
+	group        singleflight.Group
+	now          func() time.Time
+	maxMargin    time.Duration
+	fetchTimeout time.Duration
+	clientID     string
+	fetches      atomic.Int64
+}
+
+// AuthorizerOption configures an Authorizer.
+type AuthorizerOption func(*Authorizer)
+
+// WithTokenCacheSize bounds the number of cached bearer tokens.
+func WithTokenCacheSize(n int) AuthorizerOption {
+	return func(a *Authorizer) {
+		if n > 0 {
+			a.tokens = newTokenCache(n)
+		}
+	}
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) AuthorizerOption { return func(a *Authorizer) { a.now = now } }
+
+// WithMaxTokenMargin caps the safety margin kept before a token's expiry.
+func WithMaxTokenMargin(d time.Duration) AuthorizerOption {
+	return func(a *Authorizer) { a.maxMargin = d }
+}
+
+// WithFetchTimeout bounds one token fetch.
+func WithFetchTimeout(d time.Duration) AuthorizerOption {
+	return func(a *Authorizer) { a.fetchTimeout = d }
+}
+
+// WithClientID sets the OAuth2 client_id.
+func WithClientID(id string) AuthorizerOption { return func(a *Authorizer) { a.clientID = id } }
+
+// NewAuthorizer returns an empty Authorizer.
+func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
+	a := &Authorizer{
+		tokens:       newTokenCache(DefaultTokenCacheSize),
+		now:          time.Now,
+		maxMargin:    DefaultMaxTokenMargin,
+		fetchTimeout: DefaultFetchTimeout,
+		clientID:     DefaultClientID,
+	}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
+}
+
+// TokenFetches is how many tokens were fetched (successfully) so far.
+func (a *Authorizer) TokenFetches() int64 { return a.fetches.Load() }
+
+// CachedTokens is the number of tokens in the cache.
+func (a *Authorizer) CachedTokens() int { return a.tokens.len() }
+
+// Binding is what one host of one pull needs from its caller.
+type Binding struct {
+	// Host is the docker.RegistryHost's Host: the only host that receives
+	// credentials through this binding.
+	Host string
+	// Scheme is the host's scheme ("https", "http").
+	Scheme string
+	// Registry is the registry whose credential the host gets: the host's
+	// own (detected, canonical).
+	Registry registry.Registry
+	// Mirror is set when Host serves as a mirror of Upstream.
+	Mirror bool
+	// Upstream is the image's registry.
+	Upstream registry.Registry
+	// TrustUpstream lets a mirror with no credential of its own present
+	// the upstream's.
+	TrustUpstream bool
+	Credentials   Credentials
+	// Client fetches tokens (the host's TLS settings apply to its realm).
+	Client *http.Client
+	// Header is sent with token requests (hosts.toml and configured headers).
+	Header http.Header
+}
+
+// For returns the docker.Authorizer for one host of one pull.
+func (a *Authorizer) For(b Binding) docker.Authorizer {
+	if b.Client == nil {
+		b.Client = http.DefaultClient
+	}
+	if b.Credentials == nil {
+		b.Credentials = Anonymous
+	}
+	return &hostAuthorizer{a: a, b: b}
+}
+
+// hostAuthorizer implements docker.Authorizer for one host of one pull.
+type hostAuthorizer struct {
+	a *Authorizer
+	b Binding
+
+	mu     sync.Mutex
+	cred   *resolved
+	scopes []string // scopes the host's challenges asked for in this pull
+}
+
+// resolved is a credential with what requests need from it, computed once.
+type resolved struct {
+	cred keychain.Credential
+	// fp identifies the credential in token cache keys.
+	fp string
+	// basic is the ready "Basic ..." header ("" when anonymous).
+	basic string
+	until time.Time
+}
+
+var _ docker.Authorizer = (*hostAuthorizer)(nil)
+
+// Authorize adds the Authorization header a request to the bound host
+// needs, from what earlier requests (of any pull) learned: the host's
+// challenge and, for bearer hosts, a cached token. Before a host's first
+// challenge it adds nothing — the registry says what it wants.
+func (h *hostAuthorizer) Authorize(ctx context.Context, req *http.Request) error {
+	if req.URL.Host != h.b.Host {
+		// containerd authorises a redirect with the original host's
+		// authorizer, and Go's client copies the header along to the same
+		// hostname on another port or to a subdomain. Credentials are for
+		// the host they were resolved for only.
+		req.Header.Del("Authorization")
+		return nil
+	}
+	ch, ok := h.a.challenges.get(h.b.Host)
+	if !ok {
+		return nil
+	}
+	// One clock read per request: on some VMs it is the dearest step.
+	now := h.a.now()
+	rc, err := h.credential(ctx, now)
+	if err != nil {
+		return err
+	}
+	switch ch.scheme {
+	case schemeBasic:
+		if rc.basic != "" {
+			req.Header.Set("Authorization", rc.basic)
+		}
+	case schemeBearer:
+		v, err := h.bearer(ctx, ch, rc, now)
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Authorization", v)
+	}
+	return nil
+}
+
+// credential returns the credential for the bound host, resolving it once
+// per credentialRecheck (or sooner when it expires).
+func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolved, error) {
+	h.mu.Lock()
+	rc := h.cred
+	h.mu.Unlock()
+	if rc != nil && now.Before(rc.until) {
+		return rc, nil
+	}
+	cred, err := h.b.Credentials.Credential(ctx, h.b.Registry, h.b.Mirror)
+	if err != nil {
+		return nil, fmt.Errorf("credentials for %s: %w", h.b.Host, err)
+	}
+	if h.b.Mirror && h.b.TrustUpstream && cred.Anonymous {
+		cred, err = h.b.Credentials.Credential(ctx, h.b.Upstream, false)
+		if err != nil {
+			return nil, fmt.Errorf("credentials of %s for its mirror %s: %w", h.b.Upstream.Host, h.b.Host, err)
+		}
+	}
+	rc = &resolved{cred: cred, fp: "anonymous", until: now.Add(credentialRecheck)}
+	if !cred.Anonymous && !cred.Secret.IsZero() {
+		kind := "p"
+		if cred.IdentityToken {
+			kind = "i"
+		}
+		rc.fp = secret.Fingerprint(kind, cred.Username, cred.Secret.Reveal())
+		if !cred.IdentityToken {
+			rc.basic = "Basic " + base64.StdEncoding.EncodeToString([]byte(cred.Username+":"+cred.Secret.Reveal()))
+		}
+		if !cred.ExpiresAt.IsZero() && cred.ExpiresAt.Before(rc.until) {
+			rc.until = cred.ExpiresAt
+		}
+	}
+	h.mu.Lock()
+	h.cred = rc
+	h.mu.Unlock()
+	return rc, nil
+}
+
+// bearer returns "Bearer <token>" for the request's scopes: cached, or
+// fetched once for all concurrent requests with the same key. A token
+// endpoint that rejects the credential gets one more try with a freshly
+// resolved one (an expired ACR refresh token is re-minted by the keychain).
+func (h *hostAuthorizer) bearer(ctx context.Context, ch challenge, rc *resolved, now time.Time) (string, error) {
+	h.mu.Lock()
+	extra := h.scopes
+	h.mu.Unlock()
+	scopes := docker.GetTokenScopes(ctx, extra)
+	key := tokenKey{host: h.b.Host, scopes: strings.Join(scopes, " "), cred: rc.fp}
+	if v, ok := h.a.tokens.get(key, now); ok {
+		return v, nil
+	}
+	v, err := h.a.fetch(ctx, key, h.tokenRequest(ch, scopes, rc.cred))
+	if err == nil || rc.cred.Anonymous || !(errdefs.IsUnauthorized(err) || errdefs.IsPermissionDenied(err)) {
+		return v, err
+	}
+	log.G(ctx).WithField("host", h.b.Host).WithField("source", rc.cred.Source).
+		Debug("token endpoint rejected the credential; resolving it again and retrying once")
+	h.invalidateCredential(rc)
+	rc2, err2 := h.credential(ctx, h.a.now())
+	if err2 != nil {
+		return "", err2
+	}
+	key.cred = rc2.fp
+	return h.a.fetch(ctx, key, h.tokenRequest(ch, scopes, rc2.cred))
+}
+
+func (h *hostAuthorizer) tokenRequest(ch challenge, scopes []string, cred keychain.Credential) tokenRequest {
+	return tokenRequest{client: h.b.Client, header: h.b.Header, clientID: h.a.clientID, ch: ch, host: h.b.Host, scopes: scopes, cred: cred}
+}
+
+// fetch gets a token for key once for all concurrent callers and caches it.
+func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr tokenRequest) (string, error) {
+	ch := a.group.DoChan(key.String(), func() (any, error) {
+		// A flight that just finished may have cached it.
+		if v, ok := a.tokens.get(key, a.now()); ok {
+			return v, nil
+		}
+		// The first caller's cancellation must not fail the others.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.fetchTimeout)
+		defer cancel()
+		tok, life, err := fetchToken(fctx, tr)
+		if err != nil {
+			return nil, err
+		}
+		a.fetches.Add(1)
+		e := &tokenEntry{key: key, header: "Bearer " + tok}
+		e.expiresAt, e.usableUntil = lifetimes(a.now(), life, a.maxMargin)
+		a.tokens.put(e)
+		return e.header, nil
+	})
+	select {
+	case <-ctx.Done():
+		return "", fmt.Errorf("token for %s: %w", tr.host, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return "", r.Err
+		}
+		return r.Val.(string), nil
+	}
+}
+
+// invalidateCredential forgets rc here and reports it to Credentials.
+func (h *hostAuthorizer) invalidateCredential(rc *resolved) {
+	h.mu.Lock()
+	if h.cred == rc {
+		h.cred = nil
+	}
+	h.mu.Unlock()
+	if !rc.cred.Anonymous {
+		h.b.Credentials.Invalidate(rc.cred)
+	}
+}
+
+// AddResponses learns from a 401 (or ECR's "expired" 403, which the host's
+// transport presents as one): it records the host's challenge for every
+// later request and pull, and when the registry rejected what was sent it
+// drops the token and the credential and lets containerd retry — once.
+func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Response) error {
+	last := responses[len(responses)-1]
+	req := last.Request
+	if req.URL.Host != h.b.Host {
+		return fmt.Errorf("%s, where %s redirected a request, asked for credentials; %s's are sent to %s only: %w",
+			req.URL.Host, h.b.Host, h.b.Host, h.b.Host, errdefs.ErrPermissionDenied)
+	}
+	expired := last.Header.Get(expiredHeader) != ""
+	p, ok := parseChallenge(last.Header)
+	switch {
+	case expired:
+		p.err = "authorization token has expired"
+	case !ok:
+		return fmt.Errorf("%s answered 401 without a basic or bearer challenge: %w", h.b.Host, errdefs.ErrNotImplemented)
+	default:
+		if p.scheme == schemeBearer {
+			if err := checkRealm(p.realm, h.b.Scheme, h.b.Host); err != nil {
+				return err
+			}
+		}
+		h.a.challenges.set(h.b.Host, p.challenge)
+		if p.scope != "" {
+			h.addScopes(strings.Fields(p.scope))
+		}
+	}
+
+	sent := req.Header.Get("Authorization")
+	if sent == "" {
+		if unauthorized(responses, false) > 1 {
+			return fmt.Errorf("%s keeps answering 401 to requests without credentials: %w", h.b.Host, errdefs.ErrUnauthenticated)
+		}
+		if p.scheme == schemeBasic {
+			rc, err := h.credential(ctx, h.a.now())
+			if err != nil {
+				return err
+			}
+			if rc.basic == "" {
+				return fmt.Errorf("%s requires credentials and none apply to it (credentials from %s): %w",
+					h.b.Host, describeSource(rc.cred), errdefs.ErrUnauthenticated)
+			}
+		}
+		return nil // authorise up front from now on, and retry
+	}
+
+	// The registry rejected what was sent: forget it, so the retry (and
+	// every other pull) uses a fresh token and credential.
+	h.a.tokens.removeHeader(h.b.Host, sent)
+	h.mu.Lock()
+	rc := h.cred
+	h.mu.Unlock()
+	// insufficient_scope says the token lacks access, not that the
+	// credential went bad: keep the credential (re-minting it is a cloud
+	// API call).
+	if rc != nil && p.err != "insufficient_scope" {
+		h.invalidateCredential(rc)
+	}
+	if unauthorized(responses, true) > 1 {
+		return h.rejected(p, rc)
+	}
+	log.G(ctx).WithField("host", h.b.Host).WithField("error", truncate(p.err, 64)).
+		Debug("registry rejected the authorization; dropped it, retrying once")
+	return nil
+}
+
+// rejected is the final error after the retry was rejected too.
+func (h *hostAuthorizer) rejected(p parsed, rc *resolved) error {
+	var kind error = errdefs.ErrUnauthenticated
+	if p.err == "insufficient_scope" {
+		kind = errdefs.ErrPermissionDenied
+	}
+	src := "unknown source"
+	if rc != nil {
+		src = describeSource(rc.cred)
+	}
+	reason := ""
+	if p.err != "" {
+		reason = " (" + truncate(p.err, 64) + ")"
+	}
+	what, retried := "the credentials", "after they were resolved again"
+	if p.scheme == schemeBearer {
+		what, retried = "the token minted with the credentials", "with a fresh token"
+	}
+	return fmt.Errorf("registry %s rejected %s from %s%s, and again %s: %w: %w",
+		h.b.Host, what, src, reason, retried, kind, docker.ErrInvalidAuthorization)
+}
+
+func (h *hostAuthorizer) addScopes(s []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, x := range s {
+		found := false
+		for _, y := range h.scopes {
+			found = found || x == y
+		}
+		if !found {
+			h.scopes = append(h.scopes, x)
+		}
+	}
+}
+
+// unauthorized counts the 401s among responses whose request carried an
+// Authorization header (withAuth) or did not.
+func unauthorized(responses []*http.Response, withAuth bool) int {
+	n := 0
+	for _, r := range responses {
+		if r.StatusCode == http.StatusUnauthorized && (r.Request.Header.Get("Authorization") != "") == withAuth {
+			n++
+		}
+	}
+	return n
+}
+
+// truncate bounds a registry-supplied string quoted in messages.
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,118 @@
+package resolver
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
+	"github.com/containerd/errdefs"
+)
+
+// scheme is how a host wants to be authorised.
+type scheme uint8
+
+const (
+	schemeNone scheme = iota
+	schemeBasic
+	schemeBearer
+)
+
+func (s scheme) String() string {
+	switch s {
+	case schemeBasic:
+		return "basic"
+	case schemeBearer:
+		return "bearer"
+	}
+	return "none"
+}
+
+// challenge is what a host's 401 said, minus what is per request (scope,
+// error): enough to authorise the next request up front.
+type challenge struct {
+	scheme  scheme
+	realm   string // bearer: token endpoint
+	service string // bearer
+}
+
+// challenges remembers each host's challenge for the life of the node
+// process. Registries do not change scheme or realm between pulls; if one
+// does, its next 401 replaces the entry.
+type challenges struct {
+	mu sync.RWMutex
+	m  map[string]challenge
+}
+
+func (c *challenges) get(host string) (challenge, bool) {
+	c.mu.RLock()
+	ch, ok := c.m[host]
+	c.mu.RUnlock()
+	return ch, ok
+}
+
+func (c *challenges) set(host string, ch challenge) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[string]challenge{}
+	}
+	c.m[host] = ch
+	c.mu.Unlock()
+}
+
+// parsed is one 401's challenge with its per-response parameters.
+type parsed struct {
+	challenge
+	scope string // bearer scope the registry asked for
+	err   string // error= parameter: the presented token was rejected
+}
+
+// parseChallenge picks the challenge to answer from a 401: bearer over
+// basic (a registry offering both, like Quay, prefers tokens).
+func parseChallenge(h http.Header) (parsed, bool) {
+	// auth.ParseAuthHeader sorts bearer first.
+	for _, c := range auth.ParseAuthHeader(h) {
+		switch c.Scheme {
+		case auth.BearerAuth:
+			return parsed{
+				challenge: challenge{scheme: schemeBearer, realm: c.Parameters["realm"], service: c.Parameters["service"]},
+				scope:     c.Parameters["scope"],
+				err:       c.Parameters["error"],
+			}, true
+		case auth.BasicAuth:
+			return parsed{challenge: challenge{scheme: schemeBasic}, err: c.Parameters["error"]}, true
+		}
+	}
+	return parsed{}, false
+}
+
+// checkRealm refuses token endpoints that would leak the credential: a
+// non-HTTP(S) scheme, plain HTTP when the registry itself is HTTPS (unless
+// it is the registry's own host or loopback), or a link-local address (cloud metadata
+// services answer there). A registry chooses its realm, so a hostile or
+// compromised one could otherwise point credentials anywhere.
+func checkRealm(realm, registryScheme, registryHost string) error {
+	u, err := url.Parse(realm)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("registry %s sent a token realm that is not a URL: %w", registryHost, errdefs.ErrInvalidArgument)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		// Loopback never leaves the machine (and containerd tries https
+		// first even on a plain-http localhost registry).
+		if registryScheme == "https" && !strings.EqualFold(u.Host, registryHost) && !docker.IsLocalhost(u.Host) {
+			return fmt.Errorf("registry %s (https) sent a plain-http token realm on %s; refusing to send credentials there: %w", registryHost, u.Host, errdefs.ErrPermissionDenied)
+		}
+	default:
+		return fmt.Errorf("registry %s sent a token realm with scheme %q: %w", registryHost, u.Scheme, errdefs.ErrInvalidArgument)
+	}
+	if ip := net.ParseIP(u.Hostname()); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
+		return fmt.Errorf("registry %s sent a token realm on link-local address %s; refusing: %w", registryHost, u.Hostname(), errdefs.ErrPermissionDenied)
+	}
+	return nil
+}

@@ -1,0 +1,34 @@
+package resolver
+
+import (
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+// A registry chooses its token realm; credentials go there only over TLS
+// when the registry uses TLS (loopback aside), never to link-local
+// addresses (cloud metadata) or odd schemes.
+func TestCheckRealm(t *testing.T) {
+	for _, tc := range []struct {
+		realm, scheme, host string
+		ok                  bool
+	}{
+		{"https://auth.docker.io/token", "https", "registry-1.docker.io", true},
+		{"http://registry.test:5000/token", "https", "registry.test:5000", true},
+		{"http://127.0.0.1:9999/token", "https", "127.0.0.1:5000", true},
+		{"http://auth.example.com/token", "http", "registry.example.com", true},
+		{"http://auth.example.com/token", "https", "registry.example.com", false},
+		{"https://169.254.169.254/latest/meta-data", "https", "registry.example.com", false},
+		{"ftp://auth.example.com/token", "https", "registry.example.com", false},
+		{"/token", "https", "registry.example.com", false},
+	} {
+		err := checkRealm(tc.realm, tc.scheme, tc.host)
+		if (err == nil) != tc.ok {
+			t.Errorf("%s for %s://%s: err=%v, want ok=%v", tc.realm, tc.scheme, tc.host, err, tc.ok)
+		}
+		if err != nil && !errdefs.IsPermissionDenied(err) && !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: unclassified error %v", tc.realm, err)
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package resolver
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net/http"
+	"path/filepath"
+
+	"github.com/containerd/containerd/v2/core/remotes"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	"github.com/containerd/errdefs"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+// Resolver makes registry hosts for pulls. One per node: its Authorizer's
+// challenges and tokens are shared by every pull it serves.
+type Resolver struct {
+	auth          *Authorizer
+	roots         []string
+	headers       http.Header
+	defaultScheme string
+	tlsConfig     *tls.Config
+	updateClient  config.UpdateClientFunc
+	trusted       map[string]bool
+	detector      *registry.Detector
+}
+
+// Option configures a Resolver.
+type Option func(*Resolver)
+
+// WithAuthorizer shares a (node-wide) Authorizer; by default the Resolver
+// has its own.
+func WithAuthorizer(a *Authorizer) Option { return func(r *Resolver) { r.auth = a } }
+
+// WithConfigPath sets the hosts.toml root(s), like CRI's registry
+// config_path: a directory, or several separated by the OS list separator
+// (":"), tried in order per host.
+func WithConfigPath(path string) Option {
+	return func(r *Resolver) {
+		r.roots = nil
+		for _, p := range filepath.SplitList(path) {
+			if p != "" {
+				r.roots = append(r.roots, p)
+			}
+		}
+	}
+}
+
+// WithHeaders adds headers to every registry and token request.
+func WithHeaders(h http.Header) Option { return func(r *Resolver) { r.headers = h.Clone() } }
+
+// WithDefaultScheme sets the scheme of hosts hosts.toml does not describe
+// ("http" for a plain-HTTP registry). containerd's default applies without
+// it: https, and http for localhost on a port other than 443.
+func WithDefaultScheme(s string) Option { return func(r *Resolver) { r.defaultScheme = s } }
+
+// WithTLSConfig sets the TLS configuration of hosts without their own.
+func WithTLSConfig(c *tls.Config) Option { return func(r *Resolver) { r.tlsConfig = c } }
+
+// WithUpdateClient lets the caller adjust each host's http.Client (its
+// transport, a dialer) after hosts.toml was applied.
+func WithUpdateClient(f config.UpdateClientFunc) Option {
+	return func(r *Resolver) { r.updateClient = f }
+}
+
+// WithTrustedMirrors lists mirror hosts (host[:port]) that may be given the
+// upstream registry's credentials when no document names them. A mirror not
+// listed gets only credentials for its own host, so a pull-through cache
+// run by someone else never sees the upstream's secret.
+func WithTrustedMirrors(hosts ...string) Option {
+	return func(r *Resolver) {
+		for _, h := range hosts {
+			if n, err := registry.NormalizeHost(h); err == nil {
+				r.trusted[n] = true
+			}
+		}
+	}
+}
+
+// WithDetector classifies hosts with the node's mappings.
+func WithDetector(d *registry.Detector) Option { return func(r *Resolver) { r.detector = d } }
+
+// New returns a Resolver.
+func New(opts ...Option) *Resolver {
+	r := &Resolver{trusted: map[string]bool{}}
+	for _, o := range opts {
+		o(r)
+	}
+	if r.auth == nil {
+		r.auth = NewAuthorizer()
+	}
+	return r
+}
+
+// Authorizer is the Resolver's shared Authorizer.
+func (r *Resolver) Authorizer() *Authorizer { return r.auth }
+
+// Resolver is a containerd resolver for one pull with creds.
+func (r *Resolver) Resolver(creds Credentials) remotes.Resolver {
+	return docker.NewResolver(docker.ResolverOptions{Hosts: r.Hosts(creds), Headers: r.headers})
+}
+
+// Hosts returns the registry hosts for pulls with creds: hosts.toml's
+// mirrors and settings (validated), Docker Hub at registry-1.docker.io, and
+// on every host b9-resolver's Authorizer bound to that host's credentials.
+func (r *Resolver) Hosts(creds Credentials) docker.RegistryHosts {
+	if creds == nil {
+		creds = Anonymous
+	}
+	return func(host string) ([]docker.RegistryHost, error) {
+		upstreamHost, err := registry.NormalizeHost(host)
+		if err != nil {
+			return nil, fmt.Errorf("registry host: %w", err)
+		}
+		upstream := r.detector.Detect(upstreamHost)
+		if err := r.checkHostsFile(host); err != nil {
+			return nil, err
+		}
+		hosts, err := config.ConfigureHosts(context.Background(), config.HostOptions{
+			HostDir:       r.hostDir,
+			DefaultTLS:    r.tlsConfig,
+			DefaultScheme: r.defaultScheme,
+			UpdateClient:  r.updateClient,
+		})(host)
+		if err != nil {
+			return nil, fmt.Errorf("registry hosts for %s: %w", host, err)
+		}
+		for i := range hosts {
+			rh := &hosts[i]
+			canonical, err := registry.NormalizeHost(rh.Host)
+			if err != nil {
+				return nil, fmt.Errorf("registry host %s (from hosts.toml for %s): %w", rh.Host, host, err)
+			}
+			mirror := canonical != upstreamHost
+			header := r.headers.Clone()
+			if header == nil {
+				header = http.Header{}
+			}
+			for k, v := range rh.Header {
+				header[k] = append(header[k], v...)
+			}
+			rh.Authorizer = r.auth.For(Binding{
+				Host: rh.Host, Scheme: rh.Scheme,
+				Registry: r.detector.Detect(canonical),
+				Mirror:   mirror, Upstream: upstream, TrustUpstream: mirror && r.trusted[canonical],
+				Credentials: creds, Client: rh.Client, Header: header,
+			})
+			c := http.Client{}
+			if rh.Client != nil {
+				c = *rh.Client
+			}
+			c.Transport = expiryTransport{next: transportOf(rh.Client), host: rh.Host}
+			rh.Client = &c
+		}
+		return hosts, nil
+	}
+}
+
+// hostDir finds a host's directory under the first root that has one.
+func (r *Resolver) hostDir(host string) (string, error) {
+	for _, root := range r.roots {
+		dir, err := config.HostDirFromRoot(root)(host)
+		if err == nil {
+			return dir, nil
+		}
+		if !errdefs.IsNotFound(err) {
+			return "", fmt.Errorf("hosts directory for %s under %s: %w", host, root, err)
+		}
+	}
+	return "", errdefs.ErrNotFound
+}
+
+func (r *Resolver) checkHostsFile(host string) error {
+	if len(r.roots) == 0 {
+		return nil
+	}
+	dir, err := r.hostDir(host)
+	if errdefs.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return checkHostsFile(dir)
+}
