@@ -85,14 +85,20 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			credsCommand(),
 			checkCommand(),
 			pullCommand(),
+			cacheCommand(),
 			versionCommand(),
 		},
 	}
 	// A usage error is one line on stderr, not a help page on stdout.
-	for _, c := range app.Commands {
-		c.OnUsageError = app.OnUsageError
-		c.DisableSliceFlagSeparator = true
+	var configure func(cs []*cli.Command)
+	configure = func(cs []*cli.Command) {
+		for _, c := range cs {
+			c.OnUsageError = app.OnUsageError
+			c.DisableSliceFlagSeparator = true
+			configure(c.Commands)
+		}
 	}
+	configure(app.Commands)
 	return app
 }
 

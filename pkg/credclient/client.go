@@ -1,0 +1,177 @@
+package credclient
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	credentialsv1 "github.com/beam-cloud/b9-resolver/api/credentials/v1"
+)
+
+// DefaultAddress is the b9-resolver socket (DESIGN.md §5).
+const DefaultAddress = "/run/containerd-b9/b9.sock"
+
+// DefaultTimeout bounds one call to the service. It answers from memory
+// or re-mints a cloud token; a snapshotter's read must not hang on it.
+const DefaultTimeout = 30 * time.Second
+
+// Client talks to the Credentials service. It is safe for concurrent use.
+type Client struct {
+	conn    *grpc.ClientConn
+	api     credentialsv1.CredentialsClient
+	cache   *cache
+	group   singleflight.Group
+	timeout time.Duration
+	now     func() time.Time
+}
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	ttl      time.Duration
+	noCache  bool
+	timeout  time.Duration
+	dialOpts []grpc.DialOption
+	now      func() time.Time
+}
+
+// WithCacheTTL sets how long a non-expiring answer is reused (default
+// DefaultCacheTTL); d <= 0 disables the cache.
+func WithCacheTTL(d time.Duration) Option {
+	return func(o *options) { o.ttl, o.noCache = d, d <= 0 }
+}
+
+// WithTimeout bounds each call (default DefaultTimeout).
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.timeout = d } }
+
+// WithDialOptions adds grpc dial options.
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return func(o *options) { o.dialOpts = append(o.dialOpts, opts...) }
+}
+
+// WithClock replaces time.Now (tests).
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// New returns a client of the service at address (a unix socket path,
+// DefaultAddress if empty). It connects on first use.
+func New(address string, opts ...Option) (*Client, error) {
+	o := options{ttl: DefaultCacheTTL, timeout: DefaultTimeout, now: time.Now}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if address == "" {
+		address = DefaultAddress
+	}
+	target := address
+	if !strings.HasPrefix(target, "unix:") {
+		target = "unix://" + address
+	}
+	dial := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, o.dialOpts...)
+	conn, err := grpc.NewClient(target, dial...)
+	if err != nil {
+		return nil, fmt.Errorf("b9 credentials client for %s: %w", address, err)
+	}
+	c := &Client{conn: conn, api: credentialsv1.NewCredentialsClient(conn), timeout: o.timeout, now: o.now}
+	if !o.noCache {
+		c.cache = newCache(o.ttl)
+	}
+	return c, nil
+}
+
+// Close closes the connection.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// GetCredentials returns the credential for req, from the cache while it
+// is good. Errors are errdefs-classified: errdefs.IsNotFound means no
+// credential applies (fall back to your own), IsPermissionDenied that this
+// process's uid is not allowed.
+func (c *Client) GetCredentials(ctx context.Context, req Request) (Credential, error) {
+	if c.cache == nil {
+		// No cache, nothing to share: call on this goroutine, which
+		// saves the hop to singleflight's and its scheduling delay.
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
+		defer cancel()
+		return c.Fetch(ctx, req)
+	}
+	if cred, ok := c.cache.get(req, c.now()); ok {
+		return cred, nil
+	}
+	// One call for all concurrent misses of one request: CLIP fetches the
+	// layers of an image in parallel.
+	key := req.Host + "\x00" + req.Repository + "\x00" + req.ImageRef + "\x00" + req.CredentialRef
+	ch := c.group.DoChan(key, func() (any, error) {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+		defer cancel()
+		cred, err := c.Fetch(cctx, req)
+		if err != nil {
+			return nil, err
+		}
+		c.cache.put(req, cred, c.now())
+		return cred, nil
+	})
+	select {
+	case <-ctx.Done():
+		return Credential{}, fmt.Errorf("b9 credentials for %s: %w", req.Host, ctx.Err())
+	case r := <-ch:
+		if r.Err != nil {
+			return Credential{}, r.Err
+		}
+		return r.Val.(Credential), nil
+	}
+}
+
+// Fetch asks the service, bypassing the cache.
+func (c *Client) Fetch(ctx context.Context, req Request) (Credential, error) {
+	resp, err := c.api.GetCredentials(ctx, &credentialsv1.GetCredentialsRequest{
+		Host: req.Host, Repository: req.Repository, ImageRef: req.ImageRef, CredentialRef: req.CredentialRef,
+	})
+	if err != nil {
+		return Credential{}, fmt.Errorf("b9 credentials for %s/%s: %w", req.Host, req.Repository, native(err))
+	}
+	cred := Credential{
+		Username: resp.GetUsername(), Secret: resp.GetSecret(), IdentityToken: resp.GetIdentityToken(),
+		Anonymous: resp.GetAnonymous(), Ref: resp.GetCredentialRef(), Source: resp.GetSource(),
+	}
+	if ts := resp.GetExpiresAt(); ts != nil {
+		cred.ExpiresAt = ts.AsTime()
+	}
+	return cred, nil
+}
+
+// Forget drops the cached answers, e.g. after a registry rejected one, so
+// the next call asks the service (which re-mints when the keychain has
+// been told).
+func (c *Client) Forget() { c.cache.forget() }
+
+// ListCredentials lists the node's cached credentials, redacted.
+func (c *Client) ListCredentials(ctx context.Context) ([]Entry, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	resp, err := c.api.ListCredentials(ctx, &credentialsv1.ListCredentialsRequest{})
+	if err != nil {
+		return nil, fmt.Errorf("b9 credentials list: %w", native(err))
+	}
+	out := make([]Entry, 0, len(resp.GetEntries()))
+	for _, e := range resp.GetEntries() {
+		en := Entry{
+			Host: e.GetHost(), Kind: e.GetKind(), Type: e.GetType(), Source: e.GetSource(), Provider: e.GetProvider(),
+			Fingerprint: e.GetFingerprint(), Ref: e.GetCredentialRef(),
+		}
+		if ts := e.GetExpiresAt(); ts != nil {
+			en.ExpiresAt = ts.AsTime()
+		}
+		out = append(out, en)
+	}
+	return out, nil
+}
+
+// native turns a gRPC status into an errdefs error (a socket nobody
+// listens on is codes.Unavailable, so errdefs.IsUnavailable).
+func native(err error) error { return errgrpc.ToNative(err) }

@@ -1,0 +1,5 @@
+//go:build race
+
+package credclient_test
+
+const raceEnabled = true

@@ -1,0 +1,288 @@
+package credentials
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
+)
+
+// Names inside StateDir.
+const (
+	StateFileName = "credentials.state"
+	KeyFileName   = "node.key"
+)
+
+const (
+	keySize = 32 // AES-256
+	// stateMagic starts the file and is the GCM additional data, so a file
+	// of another format or version is refused before anything is parsed.
+	stateMagic   = "b9-credentials-state v1\n"
+	stateVersion = 1
+)
+
+// stateFile is the encrypted record file: magic, 12-byte nonce, then the
+// sealed JSON of every record. The whole file is sealed, not just the
+// secrets, so which hosts and repositories a node pulled is not readable
+// either.
+type stateFile struct {
+	path string
+	aead cipher.AEAD
+}
+
+// openState prepares dir (0700) and the node key (created 0600).
+func openState(dir, keyFile string) (*stateFile, error) {
+	if !filepath.IsAbs(dir) {
+		return nil, fmt.Errorf("credentials state dir %q is not an absolute path: %w", dir, errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials state dir: %w", err)
+	}
+	// The folder is ours alone; MkdirAll applied the umask and an existing
+	// folder may have been made by hand.
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("credentials state dir: %w", err)
+	}
+	if keyFile == "" {
+		keyFile = filepath.Join(dir, KeyFileName)
+	}
+	key, err := loadOrCreateKey(keyFile)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("credentials node key: %w", err)
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("credentials node key: %w", err)
+	}
+	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead}, nil
+}
+
+// loadOrCreateKey reads the node key, creating it (0600, O_EXCL so two
+// starting plugins cannot each write their own) when it does not exist.
+func loadOrCreateKey(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		key := make([]byte, keySize)
+		if _, err := rand.Read(key); err != nil {
+			f.Close()
+			os.Remove(path)
+			return nil, fmt.Errorf("credentials node key: %w", err)
+		}
+		_, werr := f.Write(key)
+		serr := f.Sync()
+		cerr := f.Close()
+		if err := errors.Join(werr, serr, cerr); err != nil {
+			os.Remove(path)
+			return nil, fmt.Errorf("credentials node key %s: %w", path, err)
+		}
+		return key, nil
+	}
+	if !errors.Is(err, fs.ErrExist) {
+		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("credentials node key %s is mode %s; it must be readable by its owner only (chmod 600): %w",
+			path, fi.Mode().Perm(), errdefs.ErrFailedPrecondition)
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
+	}
+	if len(key) != keySize {
+		return nil, fmt.Errorf("credentials node key %s is %d bytes, want %d: %w", path, len(key), keySize, errdefs.ErrFailedPrecondition)
+	}
+	return key, nil
+}
+
+// The JSON inside the sealed file.
+type stateJSON struct {
+	Version int          `json:"version"`
+	Records []recordJSON `json:"records"`
+}
+
+type recordJSON struct {
+	Ref        string            `json:"ref,omitempty"`
+	Registry   registry.Registry `json:"registry"`
+	Repository string            `json:"repository"`
+	At         time.Time         `json:"at"`
+	ByRef      bool              `json:"by_ref,omitempty"`
+	Latest     bool              `json:"latest,omitempty"`
+	Doc        docJSON           `json:"doc"`
+}
+
+// docJSON is a document with its values revealed: it only ever exists
+// inside the sealed file.
+type docJSON struct {
+	Source       string            `json:"source"`
+	Registry     string            `json:"registry,omitempty"`
+	Type         document.Type     `json:"type"`
+	TypeExplicit bool              `json:"type_explicit,omitempty"`
+	Keys         map[string]string `json:"keys,omitempty"`
+	Fingerprint  string            `json:"fingerprint"`
+}
+
+// save seals recs and replaces the file atomically (temp file, fsync,
+// rename), so a crash leaves the old state or the new, never half of one.
+func (st *stateFile) save(recs []storedRecord) error {
+	sj := stateJSON{Version: stateVersion, Records: make([]recordJSON, 0, len(recs))}
+	for _, sr := range recs {
+		r := sr.rec
+		keys := make(map[string]string, len(r.doc.Keys))
+		for k, v := range r.doc.Keys {
+			keys[k] = v.Reveal()
+		}
+		sj.Records = append(sj.Records, recordJSON{
+			Ref: r.ref, Registry: r.reg, Repository: r.repository, At: r.at, ByRef: sr.byRef, Latest: sr.latest,
+			Doc: docJSON{
+				Source: r.doc.Source, Registry: r.doc.Registry, Type: r.doc.Type, TypeExplicit: r.doc.TypeExplicit,
+				Keys: keys, Fingerprint: r.doc.Fingerprint(),
+			},
+		})
+	}
+	plain, err := json.Marshal(sj)
+	if err != nil {
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	nonce := make([]byte, st.aead.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	out := make([]byte, 0, len(stateMagic)+len(nonce)+len(plain)+st.aead.Overhead())
+	out = append(out, stateMagic...)
+	out = append(out, nonce...)
+	out = st.aead.Seal(out, nonce, plain, []byte(stateMagic))
+	clear(plain)
+
+	tmp, err := os.CreateTemp(filepath.Dir(st.path), "."+StateFileName+".*")
+	if err != nil {
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	// CreateTemp makes 0600 files; say so rather than rely on it.
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	_, werr := tmp.Write(out)
+	serr := tmp.Sync()
+	cerr := tmp.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), st.path); err != nil {
+		return fmt.Errorf("credentials state: %w", err)
+	}
+	return nil
+}
+
+// loadedRecord is a record read back and the indexes it was in.
+type loadedRecord struct {
+	rec    *record
+	byRef  bool
+	latest bool
+}
+
+// load reads the state file (none: no records). A file that does not
+// open under this key is moved aside (credentials.state.unreadable-<unix>)
+// and nothing is loaded.
+func (st *stateFile) load(ctx context.Context) ([]loadedRecord, error) {
+	data, err := os.ReadFile(st.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("credentials state: %w", err)
+	}
+	sj, err := st.open(data)
+	if err != nil {
+		aside := st.path + ".unreadable-" + strconv.FormatInt(time.Now().Unix(), 10)
+		if rerr := os.Rename(st.path, aside); rerr != nil {
+			return nil, fmt.Errorf("credentials state: %w (and moving it aside: %w)", err, rerr)
+		}
+		logger(ctx).WithError(err).WithField("moved_to", aside).
+			Warn("credentials state file is unreadable with this node key; starting with no records")
+		return nil, nil
+	}
+	out := make([]loadedRecord, 0, len(sj.Records))
+	for i, rj := range sj.Records {
+		doc, err := rebuildDocument(rj)
+		if err != nil {
+			// Document errors name fields, never values.
+			logger(ctx).WithError(err).WithField("record", i).WithField("registry", rj.Registry.Host).
+				Warn("credentials state: record skipped")
+			continue
+		}
+		out = append(out, loadedRecord{
+			rec:   &record{ref: rj.Ref, reg: rj.Registry, repository: rj.Repository, doc: doc, at: rj.At},
+			byRef: rj.ByRef && rj.Ref != "", latest: rj.Latest,
+		})
+	}
+	return out, nil
+}
+
+func (st *stateFile) open(data []byte) (stateJSON, error) {
+	n := st.aead.NonceSize()
+	if len(data) < len(stateMagic)+n || !bytes.Equal(data[:len(stateMagic)], []byte(stateMagic)) {
+		return stateJSON{}, fmt.Errorf("credentials state: not a %q file: %w", stateMagic[:len(stateMagic)-1], errdefs.ErrDataLoss)
+	}
+	nonce := data[len(stateMagic) : len(stateMagic)+n]
+	plain, err := st.aead.Open(nil, nonce, data[len(stateMagic)+n:], []byte(stateMagic))
+	if err != nil {
+		return stateJSON{}, fmt.Errorf("credentials state: does not decrypt with this node key (key replaced or file corrupt): %w", errdefs.ErrDataLoss)
+	}
+	defer clear(plain)
+	var sj stateJSON
+	if err := json.Unmarshal(plain, &sj); err != nil {
+		// json errors may quote input; the input holds secrets.
+		return stateJSON{}, fmt.Errorf("credentials state: malformed JSON inside the sealed file: %w", errdefs.ErrDataLoss)
+	}
+	if sj.Version != stateVersion {
+		return stateJSON{}, fmt.Errorf("credentials state: version %d, want %d: %w", sj.Version, stateVersion, errdefs.ErrDataLoss)
+	}
+	return sj, nil
+}
+
+// rebuildDocument re-parses a stored document the way it was first made
+// and checks it is the same credential: a changed fingerprint would change
+// its ref, so such a record must not answer.
+func rebuildDocument(rj recordJSON) (document.Document, error) {
+	keys := make(map[string]secret.Secret, len(rj.Doc.Keys))
+	for k, v := range rj.Doc.Keys {
+		keys[k] = secret.New(v)
+	}
+	typ := document.Type("")
+	if rj.Doc.TypeExplicit {
+		typ = rj.Doc.Type
+	}
+	doc, err := document.New(rj.Doc.Source, rj.Doc.Registry, typ, keys, rj.Registry.Host)
+	if err != nil {
+		return document.Document{}, err
+	}
+	if doc.Type != rj.Doc.Type || doc.Fingerprint() != rj.Doc.Fingerprint {
+		return document.Document{}, fmt.Errorf("stored document reads back as a different credential: %w", errdefs.ErrDataLoss)
+	}
+	return doc, nil
+}

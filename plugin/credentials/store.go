@@ -1,0 +1,253 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+// DefaultMaxRecords bounds each index of the Store. A node pulls far fewer
+// distinct credentials than this; the bound only stops a flood of pulls
+// from growing memory (and the state file) without end.
+const DefaultMaxRecords = 4096
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	// StateDir, when set, keeps the records across restarts in
+	// StateDir/credentials.state, encrypted with AES-256-GCM under the key
+	// in KeyFile. The folder is made 0700, the files 0600. Empty keeps the
+	// records in memory only: after a restart old refs answer NotFound.
+	StateDir string
+	// KeyFile is the node key (32 random bytes, created 0600 when absent).
+	// Default StateDir/node.key. A key readable by group or others is
+	// refused. Keep it off the disk image the state may be copied with.
+	KeyFile string
+	// MaxRecords bounds each index (refs; host/repository pairs). Default
+	// DefaultMaxRecords; the least recently recorded are dropped first.
+	MaxRecords int
+}
+
+// record is one pull's credential: the source document, never a minted
+// token, so each answer can re-mint. Records are immutable once stored.
+type record struct {
+	ref        string
+	reg        registry.Registry
+	repository string
+	doc        document.Document
+	at         time.Time
+}
+
+type repoKey struct{ host, repository string }
+
+// Store holds what the CRI service recorded about successful pulls.
+// It is safe for concurrent use.
+type Store struct {
+	mu     sync.RWMutex
+	byRef  map[string]*record
+	byRepo map[repoKey]*record
+	max    int
+	now    func() time.Time
+	state  *stateFile // nil: memory only
+}
+
+// NewStore returns a Store; with cfg.StateDir it loads what a previous run
+// kept. A state file that cannot be decrypted (a new node key, a corrupt
+// file) is moved aside and the Store starts empty: lazy mounts then fall
+// back as after a restart without persistence, rather than the plugin
+// failing to start.
+func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
+	s := &Store{
+		byRef:  map[string]*record{},
+		byRepo: map[repoKey]*record{},
+		max:    cfg.MaxRecords,
+		now:    time.Now,
+	}
+	if s.max <= 0 {
+		s.max = DefaultMaxRecords
+	}
+	if cfg.StateDir == "" {
+		return s, nil
+	}
+	st, err := openState(cfg.StateDir, cfg.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	s.state = st
+	recs, err := st.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, lr := range recs {
+		if lr.byRef {
+			s.byRef[lr.rec.ref] = lr.rec
+		}
+		if lr.latest {
+			s.byRepo[repoKey{lr.rec.reg.Host, lr.rec.repository}] = lr.rec
+		}
+	}
+	return s, nil
+}
+
+// Record remembers that doc successfully pulled repository from reg, with
+// the credential whose keychain.Credential.Ref is credentialRef (the value
+// of the containerd.io/snapshot/b9.credential-ref label; "" when the pull
+// set none, e.g. a public document). The CRI service calls it after every
+// successful pull, for the image's host. The record answers both that ref
+// and, as the most recent successful credential, reg.Host/repository.
+//
+// An error means the record was not kept (bad arguments) or not persisted
+// (it is still served from memory); either way the pull itself succeeded
+// and must not fail because of it.
+func (s *Store) Record(credentialRef string, reg registry.Registry, repository string, doc document.Document) error {
+	host, err := registry.NormalizeHost(reg.Host)
+	if err != nil {
+		return fmt.Errorf("record pull credential: %w", err)
+	}
+	reg.Host = host
+	repository = normalizeRepository(host, repository)
+	if repository == "" {
+		return fmt.Errorf("record pull credential for %s: empty repository: %w", host, errdefs.ErrInvalidArgument)
+	}
+	if doc.Type == "" {
+		return fmt.Errorf("record pull credential for %s/%s: document has no type: %w", host, repository, errdefs.ErrInvalidArgument)
+	}
+	r := &record{ref: credentialRef, reg: reg, repository: repository, doc: doc, at: s.now()}
+	key := repoKey{host, repository}
+
+	s.mu.Lock()
+	changed := !sameRecord(s.byRepo[key], r)
+	s.byRepo[key] = r
+	if credentialRef != "" {
+		changed = changed || !sameRecord(s.byRef[credentialRef], r)
+		s.byRef[credentialRef] = r
+	}
+	changed = s.evictLocked() || changed
+	var snapshot []storedRecord
+	if changed && s.state != nil {
+		snapshot = s.snapshotLocked()
+	}
+	s.mu.Unlock()
+
+	// Re-recording what is already stored (every pull of a popular image)
+	// only refreshes its time in memory: the disk is written when something
+	// a restart would need has changed.
+	if snapshot == nil {
+		return nil
+	}
+	if err := s.state.save(snapshot); err != nil {
+		return fmt.Errorf("record pull credential for %s/%s: kept in memory, not persisted: %w", host, repository, err)
+	}
+	return nil
+}
+
+// sameRecord reports whether old already says what r says.
+func sameRecord(old, r *record) bool {
+	return old != nil && old.ref == r.ref && old.reg == r.reg && old.repository == r.repository &&
+		old.doc.Fingerprint() == r.doc.Fingerprint() && old.doc.Source == r.doc.Source
+}
+
+// byCredentialRef returns the record a ref names.
+func (s *Store) byCredentialRef(ref string) (*record, bool) {
+	s.mu.RLock()
+	r, ok := s.byRef[ref]
+	s.mu.RUnlock()
+	return r, ok
+}
+
+// latest returns the most recent record for host/repository.
+func (s *Store) latest(host, repository string) (*record, bool) {
+	s.mu.RLock()
+	r, ok := s.byRepo[repoKey{host, repository}]
+	s.mu.RUnlock()
+	return r, ok
+}
+
+// Len is the number of refs and host/repository pairs held.
+func (s *Store) Len() (refs, repositories int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.byRef), len(s.byRepo)
+}
+
+// evictLocked drops the oldest entries of an index over the bound. A scan
+// per overflow is fine: it happens once per pull at most.
+func (s *Store) evictLocked() bool {
+	evicted := false
+	for len(s.byRef) > s.max {
+		var oldest string
+		var at time.Time
+		for k, r := range s.byRef {
+			if oldest == "" || r.at.Before(at) {
+				oldest, at = k, r.at
+			}
+		}
+		delete(s.byRef, oldest)
+		evicted = true
+	}
+	for len(s.byRepo) > s.max {
+		var oldest repoKey
+		var at time.Time
+		first := true
+		for k, r := range s.byRepo {
+			if first || r.at.Before(at) {
+				oldest, at, first = k, r.at, false
+			}
+		}
+		delete(s.byRepo, oldest)
+		evicted = true
+	}
+	return evicted
+}
+
+// snapshotLocked lists each distinct record once with the indexes it is in.
+func (s *Store) snapshotLocked() []storedRecord {
+	seen := map[*record]int{}
+	var out []storedRecord
+	add := func(r *record) int {
+		if i, ok := seen[r]; ok {
+			return i
+		}
+		seen[r] = len(out)
+		out = append(out, storedRecord{rec: r})
+		return len(out) - 1
+	}
+	for ref, r := range s.byRef {
+		if ref == r.ref {
+			out[add(r)].byRef = true
+		}
+	}
+	for _, r := range s.byRepo {
+		out[add(r)].latest = true
+	}
+	return out
+}
+
+// storedRecord is a record and the indexes it belongs to.
+type storedRecord struct {
+	rec    *record
+	byRef  bool
+	latest bool
+}
+
+// normalizeRepository makes the repository a caller names match what a
+// pull recorded: no slashes around it, and Docker Hub's official images
+// under library/ as go-containerregistry (CLIP) and containerd name them.
+func normalizeRepository(host, repository string) string {
+	repository = strings.Trim(repository, "/")
+	if host == registry.DockerHubHost && repository != "" && !strings.Contains(repository, "/") {
+		repository = "library/" + repository
+	}
+	return repository
+}
+
+func logger(ctx context.Context) *log.Entry {
+	return log.G(ctx).WithField("component", "b9-credentials")
+}
