@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/beam-cloud/b9-resolver/internal/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit lint vet staticcheck bench fuzz demo clean
+.PHONY: all build test unit lint vet staticcheck bench fuzz demo clean proto
 
 all: build
 
@@ -49,5 +49,29 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/keychain/document
 	$(GO) test -run '^$$' -fuzz '^FuzzFromAnnotations$$' -fuzztime $(FUZZTIME) ./internal/keychain/document
 
+# proto: regenerate api/ from its .proto files (protoc from Debian's
+# protobuf-compiler; plugins at the versions go.mod's protobuf and grpc match).
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+proto:
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	PATH=$(TOOLS):$$PATH protoc -I api -I /usr/include \
+		--go_out=. --go_opt=module=github.com/beam-cloud/b9-resolver \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/beam-cloud/b9-resolver \
+		api/credentials/v1/credentials.proto
+
 clean:
 	rm -rf $(BIN)
+
+# containerd-b9: upstream containerd with the b9-resolver plugin, plus the
+# `standalone` subcommand. CGO_ENABLED=0 (above) drops btrfs, which needs cgo.
+build: $(BIN)/containerd-b9
+
+$(BIN)/containerd-b9: FORCE
+	$(GO) build -ldflags '$(LDFLAGS)' -o $@ ./cmd/containerd-b9
+
+# demo: as root, build, start a registry with auth and containerd-b9 under a
+# temp dir, pull through the b9 socket with an annotation credential.
+demo: $(BIN)/containerd-b9 $(BIN)/ctr-b9
+	./hack/demo.sh

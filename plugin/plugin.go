@@ -36,6 +36,11 @@ func initService(ic *plugin.InitContext) (any, error) {
 	// only after every plugin's InitFn has returned: the service dials it
 	// lazily, on the first call.
 	c.ContainerdAddress = ic.Properties[plugins.PropertyGRPCAddress]
+	if c.StateDir == "" {
+		// <containerd root>/io.containerd.grpc.v1.b9-resolver: the
+		// Credentials service's records survive restarts by default.
+		c.StateDir = ic.Properties[plugins.PropertyRootDir]
+	}
 	svc, err := service.New(c)
 	if err != nil {
 		return nil, err

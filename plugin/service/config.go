@@ -73,6 +73,10 @@ type Config struct {
 	// ConfigPath is the hosts.toml search path (colon-separated roots, the
 	// first root with a folder for the host wins), like CRI's config_path.
 	ConfigPath string `toml:"config_path"`
+	// TrustedMirrors are hosts.toml mirror hosts that may be given the
+	// upstream registry's credential when no document names the mirror
+	// itself. Other mirrors get only credentials for their own host.
+	TrustedMirrors []string `toml:"trusted_mirrors"`
 	// AnnotationPrefix is the prefix of the credential annotations.
 	AnnotationPrefix string `toml:"annotation_prefix"`
 	// Isolation is "strict" (default) or "fallback".
@@ -80,6 +84,8 @@ type Config struct {
 	// NodeCredentials are the node's own credentials, used for a host no
 	// annotation and no request auth covers.
 	NodeCredentials NodeCredentials `toml:"node_credentials"`
+	// Cloud configures the aws, gcp and azure providers.
+	Cloud Cloud `toml:"cloud"`
 	// RegistryMappings make a mirror or pull-through cache count as a
 	// registry kind (with the account/region its tokens need).
 	RegistryMappings []registry.Mapping `toml:"registry_mappings"`
@@ -94,6 +100,12 @@ type Config struct {
 	// CredentialsUIDs are the peer uids, besides root, that the Credentials
 	// service (DESIGN §6) answers.
 	CredentialsUIDs []uint32 `toml:"credentials_uids"`
+	// StateDir keeps the Credentials service's pull records across
+	// restarts, encrypted under a node key kept there (0700/0600). Empty
+	// keeps them in memory: after a restart, snapshots pulled before it
+	// get NotFound until their image is pulled again. The plugin defaults
+	// it to its containerd root folder.
+	StateDir string `toml:"state_dir"`
 }
 
 // NodeCredentials are the node-level credential sources, lowest in
@@ -110,6 +122,24 @@ type NodeCredentials struct {
 	// DocumentFiles each hold one credential document; they are read at
 	// each pull so a rotated secret applies without a restart.
 	DocumentFiles []string `toml:"document_files"`
+}
+
+// Cloud configures the cloud providers. Their API endpoints follow the
+// SDKs' standard variables in containerd's environment
+// (AWS_ENDPOINT_URL_ECR, AWS_ENDPOINT_URL_STS, GCE_METADATA_HOST,
+// AZURE_AUTHORITY_HOST), so a systemd drop-in can point them elsewhere.
+type Cloud struct {
+	// Ambient lists the providers ("aws", "gcp") whose documents without
+	// keys may use the node's own identity (instance role, IRSA, metadata
+	// server). Empty by default: it lends the node's identity to any pod
+	// that asks for it.
+	Ambient []string `toml:"ambient"`
+	// GCPKeyDirs are folders GOOGLE_APPLICATION_CREDENTIALS may name key
+	// files in. None by default: a pod's path could name the node's key.
+	GCPKeyDirs []string `toml:"gcp_key_dirs"`
+	// GCPLoopbackTokenURI accepts service-account keys whose token_uri is
+	// on 127.0.0.0/8 or ::1 (token emulators). Off: only Google's.
+	GCPLoopbackTokenURI bool `toml:"gcp_loopback_token_uri"`
 }
 
 // DefaultConfig returns the documented defaults.
@@ -223,6 +253,24 @@ func (c Config) validate() (*settings, error) {
 		if !filepath.IsAbs(f) {
 			bad("node_credentials.document_files", "[%d] %q is not an absolute path", i, f)
 		}
+	}
+	for i, a := range c.Cloud.Ambient {
+		if a != string(document.TypeAWS) && a != string(document.TypeGCP) {
+			bad("cloud.ambient", "[%d] %q is not \"aws\" or \"gcp\"", i, a)
+		}
+	}
+	for i, d := range c.Cloud.GCPKeyDirs {
+		if !filepath.IsAbs(d) {
+			bad("cloud.gcp_key_dirs", "[%d] %q is not an absolute path", i, d)
+		}
+	}
+	for i, m := range c.TrustedMirrors {
+		if _, err := registry.NormalizeHost(m); err != nil {
+			bad("trusted_mirrors", "[%d] %q is not a registry host", i, m)
+		}
+	}
+	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
+		bad("state_dir", "%q is not an absolute path", c.StateDir)
 	}
 	if f := c.NodeCredentials.DockerConfig; f != "" && !filepath.IsAbs(f) {
 		bad("node_credentials.docker_config", "%q is not an absolute path", f)

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 )
 
@@ -46,10 +47,11 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	if s.cfg.PullMode == PullForward {
 		id, err = s.pullForward(ctx, req, ref, pa)
 	} else {
-		id, shared, err = s.pullDirect(ctx, req, ref, pa)
+		id, pa, shared, err = s.pullDirect(ctx, req, ref, pa)
 	}
 	fields := log.Fields{"image": ref.String(), "registry": host, "kind": ref.Registry.Kind, "mode": s.cfg.PullMode}
-	if u, ok := pa.presentedTo(host); ok {
+	u, presented := pa.presentedTo(host)
+	if presented {
 		fields["credential_source"], fields["provider"] = u.cred.Source, u.cred.Provider
 		if u.cred.Ref != "" {
 			fields["credential_ref"] = u.cred.Ref
@@ -62,6 +64,19 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	}
 	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
 	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")
+	if len(s.opts.onPulled) > 0 {
+		p := Pulled{Image: ref, ImageID: id, Credential: keychain.Anonymous(ref.Registry)}
+		if presented {
+			p.Credential = u.cred
+			if u.cand.cred == nil && u.cand.doc.Type != "" {
+				doc := u.cand.doc
+				p.Document = &doc
+			}
+		}
+		for _, fn := range s.opts.onPulled {
+			fn(ctx, p)
+		}
+	}
 	return &runtime.PullImageResponse{ImageRef: id}, nil
 }
 

@@ -6,7 +6,6 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
@@ -35,21 +34,37 @@ const CredentialRefLabel = "containerd.io/snapshot/b9.credential-ref"
 // maxConcurrentDownloads is CRI's default max_concurrent_downloads.
 const maxConcurrentDownloads = 3
 
+// pulled is a shared pull's result: the image id and the pullAuth that
+// did the pull, whose record of what each host accepted every caller
+// reports (their credentials are the same: they share the flight key).
+type pulled struct {
+	id string
+	pa *pullAuth
+}
+
 // pullDirect pulls the image with the containerd client into namespace
 // k8s.io and registers it as CRI would. Concurrent pulls of one image with
-// the same credentials and snapshotter share one pull.
-func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (string, bool, error) {
+// the same credentials and snapshotter share one pull; the pullAuth
+// returned is the one that pulled.
+func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (string, *pullAuth, bool, error) {
 	// CRI's normalisation (ParseDockerRef drops a tag next to a digest),
 	// so the image gets the names CRI would give it.
 	named, err := distref.ParseDockerRef(ref.String())
 	if err != nil {
-		return "", false, fmt.Errorf("image reference: %v: %w", err, errdefs.ErrInvalidArgument)
+		return "", pa, false, fmt.Errorf("image reference: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	snapshotter := s.snapshotterFor(req)
 	key := named.String() + "\x00" + snapshotter + "\x00" + pa.identity()
-	return s.flights.do(ctx, key, func(ctx context.Context) (string, error) {
-		return s.pullAndRegister(ctx, named, ref.Registry.Host, snapshotter, pa)
+	p, shared, err := s.flights.do(ctx, key, func(ctx context.Context) (pulled, error) {
+		id, err := s.pullAndRegister(ctx, named, ref.Registry.Host, snapshotter, pa)
+		// The pullAuth goes back with a failure too: its record names the
+		// credential the registry refused.
+		return pulled{id: id, pa: pa}, err
 	})
+	if p.pa != nil {
+		pa = p.pa
+	}
+	return p.id, pa, shared, err
 }
 
 func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host, snapshotter string, pa *pullAuth) (string, error) {
@@ -92,7 +107,10 @@ func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host
 // pullOnce is one client.Pull with a fresh resolver (a fallback retry must
 // not reuse the authorizer that holds the rejected credential).
 func (s *Service) pullOnce(ctx context.Context, name, host, snapshotter string, imageLabels map[string]string, pa *pullAuth) (containerd.Image, error) {
-	resolver := docker.NewResolver(docker.ResolverOptions{Hosts: s.hosts(ctx, pa)})
+	// The node-wide resolver: its Authorizer keeps each host's challenge
+	// and tokens across pulls (keyed by credential), pa says what this
+	// pull presents to each host.
+	resolver := s.resolver.Resolver(pa)
 	info := snapshotters.AppendInfoHandlerWrapper(name)
 	credRef := credentialRefWrapper(pa, host)
 	return s.client.Pull(ctx, name,

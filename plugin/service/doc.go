@@ -10,7 +10,11 @@
 // pulls the image itself with the containerd client (pull_mode "direct")
 // or hands containerd's CRI the one resolved credential, pinned to its
 // host (pull_mode "forward"). Every other ImageService call is forwarded
-// to containerd's CRI unchanged.
+// to containerd's CRI unchanged. The same socket serves the Credentials
+// service (package plugin/credentials), which every successful pull
+// records into, so a remote snapshotter holding a layer's
+// containerd.io/snapshot/b9.credential-ref label gets the credential that
+// pulled it.
 //
 // The package knows nothing of how it is started: the containerd plugin
 // in package plugin builds it from the plugin's TOML table and

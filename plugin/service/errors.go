@@ -49,9 +49,9 @@ func class(err error) error {
 	case errdefs.IsResourceExhausted(err):
 		return errdefs.ErrResourceExhausted
 	case errors.Is(err, context.DeadlineExceeded):
-		return errdefs.ErrDeadlineExceeded
+		return context.DeadlineExceeded
 	case errors.Is(err, context.Canceled):
-		return errdefs.ErrCanceled
+		return context.Canceled
 	}
 	if st, ok := status.FromError(err); ok {
 		if st.Code() != codes.Unknown {
@@ -116,11 +116,25 @@ func rejected(err error) bool {
 // scrubbed of every secret the pull touched.
 func pullStatus(err error, ref registry.Reference, pa *pullAuth) error {
 	c := class(err)
+	if errdefs.IsPermissionDenied(c) && pa != nil {
+		// A registry refusing an anonymous caller (a token with no access,
+		// "insufficient_scope") is asking for credentials: the caller is
+		// not authenticated, not denied.
+		if u, ok := pa.presentedTo(ref.Registry.Host); ok && u.cred.Anonymous {
+			c = errdefs.ErrUnauthenticated
+		}
+	}
+	cause := err.Error()
+	if st, ok := status.FromError(err); ok {
+		// containerd's CRI answer (forward mode): its text, not the
+		// "rpc error: code = ..." wrapping.
+		cause = st.Message()
+	}
 	var msg string
 	if errdefs.IsInvalidArgument(c) || pa == nil {
-		msg = fmt.Sprintf("pull %s: %v", ref, err)
+		msg = fmt.Sprintf("pull %s: %s", ref, cause)
 	} else {
-		msg = fmt.Sprintf("pull %s from %s %s: %v", ref, ref.Registry.Host, describeCredential(pa, ref.Registry.Host), err)
+		msg = fmt.Sprintf("pull %s from %s %s: %s", ref, ref.Registry.Host, describeCredential(pa, ref.Registry.Host), cause)
 	}
 	if pa != nil {
 		msg = pa.scrub(msg)

@@ -11,14 +11,14 @@ import (
 // singleflight, the shared pull runs on its own context, cancelled only
 // when every caller waiting for it has gone: one impatient caller must
 // not fail the others.
-type flightGroup struct {
+type flightGroup[T any] struct {
 	mu sync.Mutex
-	m  map[string]*flight
+	m  map[string]*flight[T]
 }
 
-type flight struct {
+type flight[T any] struct {
 	done    chan struct{}
-	val     string
+	val     T
 	err     error
 	waiters int
 	cancel  context.CancelFunc
@@ -26,17 +26,17 @@ type flight struct {
 
 // do runs fn once for all concurrent callers with the same key. shared is
 // true for callers that joined a pull already running.
-func (g *flightGroup) do(ctx context.Context, key string, fn func(context.Context) (string, error)) (val string, shared bool, err error) {
+func (g *flightGroup[T]) do(ctx context.Context, key string, fn func(context.Context) (T, error)) (val T, shared bool, err error) {
 	g.mu.Lock()
 	if g.m == nil {
-		g.m = map[string]*flight{}
+		g.m = map[string]*flight[T]{}
 	}
 	f, running := g.m[key]
 	if !running {
 		// The pull keeps the first caller's values (logger, trace) but not
 		// its deadline or cancellation.
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-		f = &flight{done: make(chan struct{}), cancel: cancel}
+		f = &flight[T]{done: make(chan struct{}), cancel: cancel}
 		g.m[key] = f
 		go func() {
 			f.val, f.err = fn(fctx)
@@ -63,12 +63,13 @@ func (g *flightGroup) do(ctx context.Context, key string, fn func(context.Contex
 			g.forget(key, f)
 		}
 		g.mu.Unlock()
-		return "", running, ctx.Err()
+		var zero T
+		return zero, running, ctx.Err()
 	}
 }
 
 // forget removes f from the map if it is still the flight for key.
-func (g *flightGroup) forget(key string, f *flight) {
+func (g *flightGroup[T]) forget(key string, f *flight[T]) {
 	if g.m[key] == f {
 		delete(g.m, key)
 	}

@@ -35,10 +35,15 @@ type pullAuth struct {
 
 // presented is what was offered to a host.
 type presented struct {
-	cred  keychain.Credential
+	cred keychain.Credential
+	// cand is where cred came from (zero for anonymous-by-default).
+	cand  candidate
 	index int
 	// more is true when a fallback candidate remains after this one.
 	more bool
+	// stale is set when the registry rejected cred as expired or revoked:
+	// the next request resolves again, while messages still name it.
+	stale bool
 }
 
 func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSources, strict bool) *pullAuth {
@@ -60,7 +65,7 @@ func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSour
 // when there is none.
 func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Credential, error) {
 	p.mu.Lock()
-	if u, ok := p.used[host]; ok {
+	if u, ok := p.used[host]; ok && !u.stale {
 		p.mu.Unlock()
 		return u.cred, nil
 	}
@@ -86,7 +91,7 @@ func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Creden
 		cred, err := p.resolve(ctx, reg, c)
 		if err == nil {
 			more := i+1 < len(cands) && !p.strict && !c.public()
-			return p.record(host, presented{cred: cred, index: i, more: more}), nil
+			return p.record(host, presented{cred: cred, cand: c, index: i, more: more}), nil
 		}
 		lastErr = err
 		if p.strict || c.public() {
@@ -106,7 +111,14 @@ func (p *pullAuth) resolve(ctx context.Context, reg registry.Registry, c candida
 		cred.Registry = reg
 		return cred, nil
 	}
-	return p.kc.Resolve(ctx, reg, c.doc)
+	cred, err := p.kc.Resolve(ctx, reg, c.doc)
+	if err == nil {
+		// A cache hit carries the Source of whichever document first
+		// minted the entry (the same secret under another annotation key,
+		// another pod); messages must name this pull's own source.
+		cred.Source = c.doc.Source
+	}
+	return cred, err
 }
 
 func (p *pullAuth) record(host string, u presented) keychain.Credential {
@@ -162,27 +174,29 @@ func (p *pullAuth) identity() string {
 	return secret.Fingerprint(parts...)
 }
 
-// credentialsFunc adapts credential to containerd's HostOptions.Credentials,
-// which is called with the request host (Docker Hub's API host, a mirror,
-// host:port) on the first challenge from that host.
-func (p *pullAuth) credentialsFunc(ctx context.Context) func(host string) (string, string, error) {
-	return func(host string) (string, string, error) {
-		h, err := registry.NormalizeHost(host)
-		if err != nil {
-			return "", "", err
+// Credential implements resolver.Credentials: the resolver's shared
+// Authorizer asks it, per host of this pull, on the host's first request.
+// mirror needs no handling here: candidates already keep documents that
+// name no registry for the image's own host.
+func (p *pullAuth) Credential(ctx context.Context, reg registry.Registry, _ bool) (keychain.Credential, error) {
+	return p.credential(ctx, reg.Host)
+}
+
+// Invalidate implements resolver.Credentials: a registry rejected cred as
+// expired or revoked. The keychain drops it and the host resolves again,
+// so the resolver's one retry presents a freshly minted credential.
+func (p *pullAuth) Invalidate(cred keychain.Credential) {
+	if cred.Ref != "" {
+		p.kc.Invalidate(cred)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for host, u := range p.used {
+		if u.cred.Ref == cred.Ref && u.cred.Secret.Equal(cred.Secret) {
+			u.stale = true
+			p.used[host] = u
+			p.skip[host] = u.index
 		}
-		cred, err := p.credential(ctx, h)
-		if err != nil {
-			return "", "", err
-		}
-		switch {
-		case cred.Anonymous:
-			return "", "", nil
-		case cred.IdentityToken:
-			// containerd takes an empty username as "secret is a refresh token".
-			return "", cred.Secret.Reveal(), nil
-		}
-		return cred.Username, cred.Secret.Reveal(), nil
 	}
 }
 

@@ -16,6 +16,9 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/resolver"
 )
 
 // Service is the b9 CRI image service. Build it with New, serve it with
@@ -23,6 +26,7 @@ import (
 type Service struct {
 	runtime.UnimplementedImageServiceServer
 
+	opts     options
 	cfg      *settings
 	keychain *keychain.Keychain
 	node     *nodeCredentials
@@ -33,14 +37,17 @@ type Service struct {
 	criCon *grpc.ClientConn
 	cri    runtime.ImageServiceClient
 
-	flights flightGroup
-	// hosts builds the registry hosts of one direct pull; see hosts.go.
-	hosts hostsFunc
+	flights flightGroup[pulled]
+	// resolver makes each direct pull's registry hosts (hosts.toml,
+	// config_path) around one node-wide Authorizer.
+	resolver *resolver.Resolver
 
 	mu       sync.Mutex
 	server   *grpc.Server
 	listener net.Listener
 	closed   bool
+	// extra registers more services on the socket (AddService).
+	extra []func(*grpc.Server)
 }
 
 // Option configures a Service.
@@ -48,12 +55,40 @@ type Option func(*options)
 
 type options struct {
 	keychainOpts []keychain.Option
+	serverOpts   []grpc.ServerOption
+	onPulled     []func(context.Context, Pulled)
 }
 
 // WithKeychainOptions adds keychain options, such as the cloud providers
 // (keychain.WithProvider) a build enables.
 func WithKeychainOptions(opts ...keychain.Option) Option {
 	return func(o *options) { o.keychainOpts = append(o.keychainOpts, opts...) }
+}
+
+// WithServerOptions adds options to the b9 socket's gRPC server, such as
+// the Credentials service's peer-credential transport.
+func WithServerOptions(opts ...grpc.ServerOption) Option {
+	return func(o *options) { o.serverOpts = append(o.serverOpts, opts...) }
+}
+
+// WithOnPulled calls fn after every successful PullImage, with the
+// credential the image's registry accepted (the Credentials service
+// records it for lazy-loading snapshotters). fn must not block.
+func WithOnPulled(fn func(context.Context, Pulled)) Option {
+	return func(o *options) { o.onPulled = append(o.onPulled, fn) }
+}
+
+// Pulled is what a successful pull tells WithOnPulled callbacks. It holds
+// the source document, which carries secrets: keep it, never print it.
+type Pulled struct {
+	Image   registry.Reference
+	ImageID string
+	// Credential was presented to the image's registry (Anonymous when
+	// none applied). Its Ref is the b9.credential-ref snapshot label.
+	Credential keychain.Credential
+	// Document is Credential's source; nil for an identity token (which
+	// has no document form) and for an anonymous pull with no document.
+	Document *document.Document
 }
 
 // New validates cfg and builds the service. It does not listen and does
@@ -71,7 +106,9 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		keychain.WithCacheSize(s.CacheSize),
 		keychain.WithRefreshFraction(s.RefreshFraction),
 		keychain.WithMintTimeout(s.mintTimeout),
-	}, o.keychainOpts...)
+	}, cloudProviders(s.Cloud)...)
+	// Options given to New come last, so they can replace a provider.
+	kopts = append(kopts, o.keychainOpts...)
 
 	// client.New and grpc.NewClient only dial on the first call.
 	client, err := containerd.New(s.ContainerdAddress, containerd.WithDefaultNamespace(Namespace))
@@ -88,17 +125,26 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("b9-resolver: CRI client for %s: %w", s.ContainerdAddress, err)
 	}
 	svc := &Service{
+		opts:     o,
 		cfg:      s,
 		keychain: keychain.New(kopts...),
 		node: &nodeCredentials{
 			docs: s.nodeDocs, files: s.NodeCredentials.DocumentFiles, dockerConfig: s.NodeCredentials.DockerConfig,
 			detector: s.detector, helperTimeout: s.mintTimeout,
 		},
+		resolver: resolver.New(
+			resolver.WithConfigPath(s.ConfigPath),
+			resolver.WithDetector(s.detector),
+			resolver.WithTrustedMirrors(s.TrustedMirrors...),
+		),
 		client: client,
 		criCon: criCon,
 		cri:    runtime.NewImageServiceClient(criCon),
 	}
-	svc.hosts = svc.registryHosts
+	if err := svc.withCredentialsService(context.Background()); err != nil {
+		svc.Close()
+		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
+	}
 	return svc, nil
 }
 
@@ -116,6 +162,15 @@ func (s *Service) PullMode() PullMode { return s.cfg.PullMode }
 // and `ctr-b9 cache`).
 func (s *Service) Keychain() *keychain.Keychain { return s.keychain }
 
+// AddService registers another gRPC service on the b9 socket, such as the
+// Credentials service (DESIGN §6), which needs this Service's keychain
+// and so is built after New. Call it before Start.
+func (s *Service) AddService(register func(*grpc.Server)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.extra = append(s.extra, register)
+}
+
 // Start listens on the socket and serves in the background.
 func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
@@ -130,8 +185,12 @@ func (s *Service) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize))
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
+		s.opts.serverOpts...)...)
 	runtime.RegisterImageServiceServer(srv, s)
+	for _, register := range s.extra {
+		register(srv)
+	}
 	s.server, s.listener = srv, l
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -172,4 +231,22 @@ func (s *Service) Close() error {
 	}
 	s.keychain.Close()
 	return errors.Join(s.criCon.Close(), s.client.Close())
+}
+
+// NodeCredential is the node's own credential for a registry (config
+// documents, document files, docker config.json), resolved through the
+// keychain; found is false when the node has none. The Credentials
+// service falls back to it for hosts no pull recorded.
+func (s *Service) NodeCredential(ctx context.Context, reg registry.Registry, _ string) (keychain.Credential, bool, error) {
+	c, ok, err := s.node.lookup(ctx, reg.Host, true)
+	if err != nil || !ok {
+		return keychain.Credential{}, false, err
+	}
+	if c.cred != nil {
+		cred := *c.cred
+		cred.Registry = reg
+		return cred, true, nil
+	}
+	cred, err := s.keychain.Resolve(ctx, reg, c.doc)
+	return cred, err == nil, err
 }

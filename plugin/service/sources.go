@@ -35,13 +35,6 @@ type candidate struct {
 	cred *keychain.Credential
 }
 
-func (c candidate) source() string {
-	if c.cred != nil {
-		return c.cred.Source
-	}
-	return c.doc.Source
-}
-
 // public reports an explicit anonymous document, which never falls back.
 func (c candidate) public() bool { return c.cred == nil && c.doc.Type == document.TypePublic }
 

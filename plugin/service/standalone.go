@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
@@ -49,21 +50,18 @@ func LoadConfigFile(path string) (*Config, error) {
 // tomlErr describes a decode error by position and key: go-toml's own
 // message can quote the offending text, which may be a credential.
 func tomlErr(err error) string {
+	var sm *toml.StrictMissingError
+	if errors.As(err, &sm) {
+		keys := make([]string, 0, len(sm.Errors))
+		for _, e := range sm.Errors {
+			keys = append(keys, strings.Join(e.Key(), "."))
+		}
+		return "unknown keys: " + strings.Join(keys, ", ")
+	}
 	var de *toml.DecodeError
 	if errors.As(err, &de) {
 		row, col := de.Position()
-		return fmt.Sprintf("line %d column %d: %s", row, col, de.Error())
-	}
-	var sm *toml.StrictMissingError
-	if errors.As(err, &sm) {
-		keys := ""
-		for i, e := range sm.Errors {
-			if i > 0 {
-				keys += ", "
-			}
-			keys += fmt.Sprint(e.Key())
-		}
-		return "unknown keys: " + keys
+		return fmt.Sprintf("line %d column %d: not valid TOML", row, col)
 	}
 	return "not valid TOML"
 }

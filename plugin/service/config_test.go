@@ -1,0 +1,110 @@
+package service
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+func TestConfigDefaults(t *testing.T) {
+	s, err := Config{}.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Address != DefaultAddress || s.PullMode != PullDirect || s.Isolation != IsolationStrict ||
+		s.AnnotationPrefix != "b9.beam.cloud/" || s.ConfigPath != DefaultConfigPath || s.CacheSize <= 0 || s.mintTimeout <= 0 {
+		t.Errorf("defaults not applied: %+v", s.Config)
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	for key, cfg := range map[string]Config{
+		"pull_mode":                  {PullMode: "sideways"},
+		"isolation":                  {Isolation: "loose"},
+		"address":                    {Address: "relative.sock"},
+		"annotation_prefix":          {AnnotationPrefix: "no-slash"},
+		"mint_timeout":               {MintTimeout: "soon"},
+		"refresh_fraction":           {RefreshFraction: 1.5},
+		"registry_mappings":          {RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}},
+		"runtime_snapshotters":       {RuntimeSnapshotters: map[string]string{"kata": ""}},
+		"node_credentials.documents": {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}},
+	} {
+		_, err := cfg.validate()
+		if err == nil {
+			t.Errorf("%s: bad value accepted", key)
+			continue
+		}
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), key+":") {
+			t.Errorf("%s: error %q does not name the key", key, err)
+		}
+		if strings.Contains(err.Error(), canaryPass) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error leaks a secret or spans lines: %q", key, err)
+		}
+	}
+}
+
+func TestLoadConfigFile(t *testing.T) {
+	dir := t.TempDir()
+	full := filepath.Join(dir, "containerd.toml")
+	writeFile(t, full, `version = 3
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'native'
+[plugins.'io.containerd.grpc.v1.b9-resolver']
+  address = '/run/b9/x.sock'
+  pull_mode = 'forward'
+  [plugins.'io.containerd.grpc.v1.b9-resolver'.runtime_snapshotters]
+    kata = 'devmapper'
+  [[plugins.'io.containerd.grpc.v1.b9-resolver'.registry_mappings]]
+    host = 'mirror.local:5000'
+    kind = 'ecr'
+    account = '123456789012'
+    region = 'us-east-1'
+`)
+	cfg, err := LoadConfigFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Address != "/run/b9/x.sock" || cfg.PullMode != PullForward || cfg.RuntimeSnapshotters["kata"] != "devmapper" ||
+		len(cfg.RegistryMappings) != 1 || cfg.RegistryMappings[0].Region != "us-east-1" {
+		t.Errorf("containerd-style file decoded to %+v", cfg)
+	}
+	if cfg.Isolation != IsolationStrict {
+		t.Errorf("unset key lost its default: isolation %q", cfg.Isolation)
+	}
+
+	table := filepath.Join(dir, "b9.toml")
+	writeFile(t, table, "pull_mode = 'direct'\nsnapshotter = 'native'\n")
+	if cfg, err = LoadConfigFile(table); err != nil || cfg.Snapshotter != "native" {
+		t.Errorf("table-only file: %+v, %v", cfg, err)
+	}
+
+	typo := filepath.Join(dir, "typo.toml")
+	writeFile(t, typo, "pul_mode = 'direct'\n")
+	if _, err := LoadConfigFile(typo); err == nil || !strings.Contains(err.Error(), "pul_mode") {
+		t.Errorf("unknown key: %v, want an error naming it", err)
+	}
+}
+
+// TestContribConfig keeps contrib/config.toml loadable and its stated
+// defaults true.
+func TestContribConfig(t *testing.T) {
+	cfg, err := LoadConfigFile("../../contrib/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cfg.validate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := DefaultConfig()
+	if s.Address != def.Address || s.PullMode != def.PullMode || s.Isolation != def.Isolation ||
+		s.AnnotationPrefix != def.AnnotationPrefix || s.CacheSize != def.CacheSize ||
+		s.RefreshFraction != def.RefreshFraction || s.MintTimeout != def.MintTimeout ||
+		s.ConfigPath != def.ConfigPath || s.ContainerdAddress != def.ContainerdAddress {
+		t.Errorf("contrib/config.toml states values that are not the defaults:\n%+v\n%+v", s.Config, *def)
+	}
+}

@@ -1,0 +1,45 @@
+package service
+
+import (
+	"context"
+
+	"github.com/containerd/log"
+	"google.golang.org/grpc"
+
+	"github.com/beam-cloud/b9-resolver/plugin/credentials"
+)
+
+// withCredentialsService puts the Credentials service (DESIGN §6) on the
+// b9 socket: remote snapshotters ask it, by the b9.credential-ref label of
+// a layer, for the credential that pulled it. Every successful pull is
+// recorded in its Store — the source document, so answers are re-minted
+// and a lazy read hours later still gets a live token. The socket's peer
+// uid is read for every connection; only root and credentials_uids get
+// credentials (the CRI calls are guarded by the socket's 0600).
+func (s *Service) withCredentialsService(ctx context.Context) error {
+	store, err := credentials.NewStore(ctx, credentials.StoreConfig{StateDir: s.cfg.StateDir})
+	if err != nil {
+		return err
+	}
+	srv, err := credentials.NewServer(credentials.Config{
+		Keychain: s.keychain, Store: store, Detector: s.cfg.detector,
+		NodeCredentials: s.NodeCredential, AllowedUIDs: s.cfg.CredentialsUIDs,
+	})
+	if err != nil {
+		return err
+	}
+	s.opts.serverOpts = append(s.opts.serverOpts, grpc.Creds(credentials.PeerCredentials()))
+	s.AddService(srv.Register)
+	s.opts.onPulled = append(s.opts.onPulled, func(ctx context.Context, p Pulled) {
+		if p.Document == nil {
+			// Nothing to re-mint from: an identity token, or anonymous.
+			return
+		}
+		if err := store.Record(p.Credential.Ref, p.Image.Registry, p.Image.Repository, *p.Document); err != nil {
+			// The pull succeeded; a lazy snapshotter then falls back to the
+			// next pull's record or its own keychain.
+			log.G(ctx).WithError(err).WithField("image", p.Image.String()).Warn("b9-resolver: recording the pull's credential failed")
+		}
+	})
+	return nil
+}

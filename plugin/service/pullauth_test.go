@@ -1,0 +1,302 @@
+package service
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/remotes/docker"
+	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/containerd/errdefs"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+// userSecret asks pa for host's credential as the resolver does and
+// returns what would be sent.
+func userSecret(t *testing.T, pa *pullAuth, host string) (user, secret string, identity bool) {
+	t.Helper()
+	c, err := pa.Credential(context.Background(), registry.Detect(host), false)
+	if err != nil {
+		t.Fatalf("%s: %v", host, err)
+	}
+	return c.Username, c.Secret.Reveal(), c.IdentityToken
+}
+
+func newTestPullAuth(t *testing.T, imageHost string, ann map[string]string, auth *runtime.AuthConfig, node *nodeCredentials, strict bool) *pullAuth {
+	t.Helper()
+	docs, err := document.FromAnnotations(ann, "", imageHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := authCandidate(auth, imageHost, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc := keychain.New()
+	t.Cleanup(kc.Close)
+	return newPullAuth(kc, nil, &requestSources{imageHost: imageHost, annotations: docs, auth: a, node: node}, strict)
+}
+
+func TestCredentialsPerHost(t *testing.T) {
+	ann := map[string]string{
+		annKey:           "alice:" + canaryPass,
+		annKey + ".ghcr": `{"registry":"ghcr.io","GITHUB_TOKEN":"` + canaryToken + `"}`,
+	}
+	pa := newTestPullAuth(t, "127.0.0.1:5000", ann, nil, nil, true)
+	for host, wantUser := range map[string]string{
+		"127.0.0.1:5000": "alice",
+		"ghcr.io":        "x-access-token",
+		// A mirror the pull is sent to gets nothing: the unnamed document
+		// is for the image's own registry only.
+		"mirror.local:5000": "",
+	} {
+		user, secret, _ := userSecret(t, pa, host)
+		if user != wantUser || (wantUser == "") != (secret == "") {
+			t.Errorf("%s: user %q (secret set %v), want %q", host, user, secret != "", wantUser)
+		}
+	}
+	u, _ := pa.presentedTo("127.0.0.1:5000")
+	if u.cred.Ref == "" || u.cred.Source != "annotation "+annKey {
+		t.Errorf("presented %+v, want a keychain ref and the annotation as source", u.cred)
+	}
+}
+
+func TestIdentityTokenAuth(t *testing.T) {
+	pa := newTestPullAuth(t, "myreg.azurecr.io", nil, &runtime.AuthConfig{IdentityToken: canaryToken}, nil, true)
+	user, secret, identity := userSecret(t, pa, "myreg.azurecr.io")
+	if user != "" || secret != canaryToken || !identity {
+		t.Errorf("identity token: user %q secret set %v identity %v; want the token as an identity token", user, secret != "", identity)
+	}
+}
+
+func TestAuthServerAddressPins(t *testing.T) {
+	pa := newTestPullAuth(t, "127.0.0.1:5000", nil, &runtime.AuthConfig{Username: "u", Password: canaryPass, ServerAddress: "https://other.example"}, nil, true)
+	if user, _, _ := userSecret(t, pa, "127.0.0.1:5000"); user != "" {
+		t.Errorf("auth for other.example offered to the image host as %q", user)
+	}
+	if user, _, _ := userSecret(t, pa, "other.example"); user != "u" {
+		t.Errorf("auth not offered to its server_address host: %q", user)
+	}
+}
+
+func TestScrub(t *testing.T) {
+	pa := newTestPullAuth(t, "127.0.0.1:5000", map[string]string{annKey: "alice:" + canaryPass}, nil, nil, true)
+	if _, err := pa.credential(context.Background(), "127.0.0.1:5000"); err != nil {
+		t.Fatal(err)
+	}
+	msg := pa.scrub("got " + canaryPass + " and Basic " + b64("alice:"+canaryPass))
+	if strings.Contains(msg, canaryPass) || strings.Contains(msg, b64("alice:"+canaryPass)) {
+		t.Errorf("scrub left a secret: %s", msg)
+	}
+}
+
+func TestDockerConfigAndHelper(t *testing.T) {
+	dir := shortDir(t)
+	// A credential helper as docker-credential-helpers writes them.
+	helper := filepath.Join(dir, "docker-credential-b9test")
+	writeFile(t, helper, `#!/bin/sh
+read host
+case "$host" in
+  helper.example) echo '{"Username":"helperuser","Secret":"`+canaryToken+`"}' ;;
+  idtok.example) echo '{"Username":"<token>","Secret":"`+canaryToken+`"}' ;;
+  *) echo "credentials not found in native keychain"; exit 1 ;;
+esac
+`)
+	if err := os.Chmod(helper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cfg := filepath.Join(dir, "config.json")
+	writeFile(t, cfg, fmt.Sprintf(`{
+  "auths": {"https://index.docker.io/v1/": {"auth": %q}, "plain.example": {"username":"p","password":"pw"}},
+  "credHelpers": {"helper.example": "b9test", "idtok.example": "b9test", "nothing.example": "b9test"}
+}`, b64("hubuser:"+canaryPass)))
+	node := &nodeCredentials{dockerConfig: cfg, helperTimeout: 5 * time.Second}
+
+	for host, want := range map[string]struct {
+		user    string
+		idtoken bool
+		found   bool
+	}{
+		"docker.io":       {user: "hubuser", found: true},
+		"plain.example":   {user: "p", found: true},
+		"helper.example":  {user: "helperuser", found: true},
+		"idtok.example":   {idtoken: true, found: true},
+		"nothing.example": {},
+		"unknown.example": {},
+	} {
+		c, ok, err := node.lookup(context.Background(), host, true)
+		if err != nil {
+			t.Fatalf("%s: %v", host, err)
+		}
+		if ok != want.found {
+			t.Errorf("%s: found %v, want %v", host, ok, want.found)
+			continue
+		}
+		if !ok {
+			continue
+		}
+		if want.idtoken {
+			if c.cred == nil || !c.cred.IdentityToken {
+				t.Errorf("%s: want an identity token, got %+v", host, c)
+			}
+			continue
+		}
+		if got := c.doc.Get(document.KeyUsername).Reveal(); got != want.user {
+			t.Errorf("%s: user %q, want %q", host, got, want.user)
+		}
+	}
+
+	writeFile(t, cfg, `{"auths": {"x": "`+canaryPass)
+	_, _, err := node.lookup(context.Background(), "x", true)
+	if err == nil || strings.Contains(err.Error(), canaryPass) {
+		t.Errorf("broken config.json: %v; want an error without its content", err)
+	}
+}
+
+func TestClass(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want error
+	}{
+		{fmt.Errorf("resolve: %w", remoteserrors.ErrUnexpectedStatus{StatusCode: 401}), errdefs.ErrUnauthenticated},
+		{fmt.Errorf("token: %w", remoteserrors.ErrUnexpectedStatus{StatusCode: 403}), errdefs.ErrPermissionDenied},
+		{fmt.Errorf("pull access denied: %w", docker.ErrInvalidAuthorization), errdefs.ErrUnauthenticated},
+		{fmt.Errorf("server message: insufficient_scope: %w", docker.ErrInvalidAuthorization), errdefs.ErrPermissionDenied},
+		{fmt.Errorf("x:latest: %w", errdefs.ErrNotFound), errdefs.ErrNotFound},
+		{&document.Error{Source: "annotation k", Field: "type", Reason: "bad"}, errdefs.ErrInvalidArgument},
+	} {
+		if got := class(tc.err); !errors.Is(got, tc.want) {
+			t.Errorf("class(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+func TestFlightShares(t *testing.T) {
+	var g flightGroup[string]
+	var calls atomic.Int32
+	release := make(chan struct{})
+	fn := func(ctx context.Context) (string, error) {
+		calls.Add(1)
+		select {
+		case <-release:
+			return "sha256:one", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	// The first caller gives up; the pull must go on for the others.
+	impatient, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	results := make(chan string, 3)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_, _, err := g.do(impatient, "k", fn)
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("impatient caller: %v", err)
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, _, err := g.do(context.Background(), "k", fn)
+			if err != nil {
+				t.Errorf("patient caller: %v", err)
+			}
+			results <- v
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	time.Sleep(20 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(results)
+	for v := range results {
+		if v != "sha256:one" {
+			t.Errorf("result %q", v)
+		}
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("%d pulls, want 1 shared", n)
+	}
+
+	// When every caller leaves, the pull is cancelled.
+	ctx, cancel2 := context.WithCancel(context.Background())
+	stopped := make(chan error, 1)
+	go func() {
+		_, _, _ = g.do(ctx, "k2", func(ctx context.Context) (string, error) {
+			<-ctx.Done()
+			stopped <- ctx.Err()
+			return "", ctx.Err()
+		})
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel2()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		t.Error("pull not cancelled after its only caller left")
+	}
+}
+
+func TestInvalidateResolvesAgainButKeepsTheRecord(t *testing.T) {
+	pa := newTestPullAuth(t, "127.0.0.1:5000", map[string]string{annKey: "alice:" + canaryPass}, nil, nil, true)
+	reg := registry.Detect("127.0.0.1:5000")
+	c1, err := pa.Credential(context.Background(), reg, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pa.Invalidate(c1)
+	if u, ok := pa.presentedTo("127.0.0.1:5000"); !ok || u.cred.Source != "annotation "+annKey {
+		t.Errorf("after Invalidate the error message would not name the credential: %+v %v", u.cred, ok)
+	}
+	c2, err := pa.Credential(context.Background(), reg, false)
+	if err != nil || c2.Username != "alice" {
+		t.Fatalf("re-resolve after Invalidate: %+v %v", c2, err)
+	}
+	if u, _ := pa.presentedTo("127.0.0.1:5000"); u.stale {
+		t.Error("the re-resolved credential is still marked stale")
+	}
+}
+
+func TestSourceIsThisPullsEvenOnACacheHit(t *testing.T) {
+	kc := keychain.New()
+	defer kc.Close()
+	resolve := func(key string) keychain.Credential {
+		docs, err := document.FromAnnotations(map[string]string{key: "alice:" + canaryPass}, "", "127.0.0.1:5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa := newPullAuth(kc, nil, &requestSources{imageHost: "127.0.0.1:5000", annotations: docs}, true)
+		c, err := pa.credential(context.Background(), "127.0.0.1:5000")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first, second := resolve(annKey+".one"), resolve(annKey+".two")
+	if first.Ref != second.Ref {
+		t.Errorf("same secret, different cache entries: %s %s", first.Ref, second.Ref)
+	}
+	if second.Source != "annotation "+annKey+".two" {
+		t.Errorf("second pull's source %q, want its own annotation", second.Source)
+	}
+}
