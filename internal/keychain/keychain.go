@@ -153,8 +153,10 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 		}
 		k.cache.mu.Unlock()
 		// The cached credential may have been minted for another host of
-		// the same scope; it is presented to this one.
-		cred.Registry = reg
+		// the same scope, from the same secret under another document (an
+		// other annotation key, another pod); it is presented to this host
+		// on behalf of this document.
+		cred.Registry, cred.Source = reg, doc.Source
 		return cred, nil
 	}
 	k.cache.mu.Unlock()
@@ -174,7 +176,7 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 			return Credential{}, r.Err
 		}
 		cred := r.Val.(Credential)
-		cred.Registry = reg
+		cred.Registry, cred.Source = reg, doc.Source
 		return cred, nil
 	}
 }

@@ -333,3 +333,17 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestSourceIsTheCallersDocument: one secret under two annotation keys
+// shares a cache entry, but each resolution names its own document.
+func TestSourceIsTheCallersDocument(t *testing.T) {
+	k := New()
+	a, _ := document.Parse("annotation a", `{"USERNAME":"u","PASSWORD":"p"}`, "")
+	b, _ := document.Parse("annotation b", `{"USERNAME":"u","PASSWORD":"p"}`, "")
+	r := reg("r.example.com")
+	ca, _ := k.Resolve(t.Context(), r, a[0])
+	cb, _ := k.Resolve(t.Context(), r, b[0])
+	if ca.Ref != cb.Ref || ca.Source != "annotation a" || cb.Source != "annotation b" {
+		t.Fatalf("sources %q %q, refs %s %s", ca.Source, cb.Source, ca.Ref, cb.Ref)
+	}
+}

@@ -111,14 +111,7 @@ func (p *pullAuth) resolve(ctx context.Context, reg registry.Registry, c candida
 		cred.Registry = reg
 		return cred, nil
 	}
-	cred, err := p.kc.Resolve(ctx, reg, c.doc)
-	if err == nil {
-		// A cache hit carries the Source of whichever document first
-		// minted the entry (the same secret under another annotation key,
-		// another pod); messages must name this pull's own source.
-		cred.Source = c.doc.Source
-	}
-	return cred, err
+	return p.kc.Resolve(ctx, reg, c.doc)
 }
 
 func (p *pullAuth) record(host string, u presented) keychain.Credential {

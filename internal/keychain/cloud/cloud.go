@@ -14,17 +14,17 @@ type Config struct {
 	// AWSAmbient lets a document of type aws without keys use the node's
 	// AWS identity (the SDK default chain: IRSA, Pod Identity, instance
 	// profile).
-	AWSAmbient bool `toml:"aws_ambient"`
+	AWSAmbient bool
 	// GCPAmbient lets a document of type gcp without keys use the metadata
 	// server's token (GCE_METADATA_HOST overrides its address).
-	GCPAmbient bool `toml:"gcp_ambient"`
+	GCPAmbient bool
 	// GCPKeyDirs are the directories GOOGLE_APPLICATION_CREDENTIALS may
 	// name a key file under.
-	GCPKeyDirs []string `toml:"gcp_key_dirs"`
+	GCPKeyDirs []string
 	// AllowLoopbackTokenURI accepts service-account keys whose token_uri is
 	// on 127.0.0.0/8 (emulators, tests). Off on real nodes: a tenant's key
 	// could otherwise aim the node at internal addresses.
-	AllowLoopbackTokenURI bool `toml:"allow_loopback_token_uri"`
+	AllowLoopbackTokenURI bool
 }
 
 // Options returns keychain options that add the cloud providers.
