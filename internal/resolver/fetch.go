@@ -116,7 +116,7 @@ func (tr tokenRequest) do(req *http.Request) (string, time.Duration, int, error)
 	if resp.StatusCode/100 != 2 {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxTokenBody))
 		// The body is not quoted: some servers echo the request.
-		return "", 0, resp.StatusCode, tr.fail(req.Method, fmt.Errorf("answered %s: %w", resp.Status, statusErr(resp.StatusCode)))
+		return "", 0, resp.StatusCode, tr.fail(req.Method, fmt.Errorf("answered %s: %w", resp.Status, StatusClass(resp.StatusCode)))
 	}
 	var body tokenResponse
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxTokenBody)).Decode(&body); err != nil {
@@ -146,8 +146,9 @@ func (tr tokenRequest) fail(what string, err error) error {
 	return fmt.Errorf("token for %s from %s (%s, credentials from %s): %w", tr.host, endpoint, what, describeSource(tr.cred), err)
 }
 
-// statusErr classifies an HTTP status for errdefs.
-func statusErr(code int) error {
+// StatusClass is the errdefs class of a registry's (or token server's)
+// HTTP status, for errors that callers map to gRPC codes.
+func StatusClass(code int) error {
 	switch {
 	case code == http.StatusUnauthorized:
 		return errdefs.ErrUnauthenticated
@@ -159,8 +160,6 @@ func statusErr(code int) error {
 		return errdefs.ErrResourceExhausted
 	case code >= 500:
 		return errdefs.ErrUnavailable
-	case code == http.StatusBadRequest:
-		return errdefs.ErrInvalidArgument
 	}
 	return errdefs.ErrUnknown
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"strings"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -15,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/resolver"
 )
 
 // errNoMoreCandidates is returned when every credential source for a host
@@ -30,7 +30,7 @@ func class(err error) error {
 	case errdefs.IsInvalidArgument(err):
 		return errdefs.ErrInvalidArgument
 	case errors.As(err, &unexpected):
-		return classOfStatus(unexpected.StatusCode)
+		return resolver.StatusClass(unexpected.StatusCode)
 	case errors.Is(err, docker.ErrInvalidAuthorization):
 		// "insufficient_scope": the registry knows the caller, who may not
 		// pull this repository.
@@ -58,22 +58,6 @@ func class(err error) error {
 			return errgrpc.ToNative(err)
 		}
 		return classOfText(st.Message())
-	}
-	return errdefs.ErrUnknown
-}
-
-func classOfStatus(code int) error {
-	switch {
-	case code == http.StatusUnauthorized:
-		return errdefs.ErrUnauthenticated
-	case code == http.StatusForbidden:
-		return errdefs.ErrPermissionDenied
-	case code == http.StatusNotFound:
-		return errdefs.ErrNotFound
-	case code == http.StatusTooManyRequests:
-		return errdefs.ErrResourceExhausted
-	case code >= 500:
-		return errdefs.ErrUnavailable
 	}
 	return errdefs.ErrUnknown
 }
