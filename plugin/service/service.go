@@ -19,6 +19,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
+	"github.com/beam-cloud/b9-resolver/internal/unixsock"
 )
 
 // Service is the b9 CRI image service. Build it with New, serve it with
@@ -181,9 +182,9 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.server != nil {
 		return errors.New("b9-resolver: service already started")
 	}
-	l, err := listen(ctx, s.cfg.Address)
+	l, err := unixsock.Listen(ctx, s.cfg.Address)
 	if err != nil {
-		return err
+		return fmt.Errorf("b9-resolver: %w", err)
 	}
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize)},
 		s.opts.serverOpts...)...)
@@ -227,7 +228,7 @@ func (s *Service) Close() error {
 		}
 	}
 	if l != nil {
-		removeSocket(s.cfg.Address)
+		unixsock.Remove(s.cfg.Address)
 	}
 	s.keychain.Close()
 	return errors.Join(s.criCon.Close(), s.client.Close())
