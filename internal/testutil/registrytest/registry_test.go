@@ -148,6 +148,24 @@ func TestTokenEndpoint(t *testing.T) {
 	}
 }
 
+// AddIdentityToken: a refresh token learned after Start works from then on.
+func TestAddIdentityToken(t *testing.T) {
+	r := Start(t, WithTokenAuth(), WithUser("alice", alicePass, "alice/app"))
+	form := url.Values{"service": {r.Service}, "scope": {"repository:alice/app:pull"}, "client_id": {"t"},
+		"grant_type": {"refresh_token"}, "refresh_token": {"canary-late-tok"}}
+	if code, _ := fetchToken(t, r, http.MethodPost, form, "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("before AddIdentityToken: %d, want 401", code)
+	}
+	r.AddIdentityToken("alice", "canary-late-tok")
+	if code, body := fetchToken(t, r, http.MethodPost, form, "", ""); code != 200 || body["access_token"] == nil {
+		t.Fatalf("after AddIdentityToken: %d %v", code, body)
+	}
+	r.RemoveUser(t, "alice")
+	if code, _ := fetchToken(t, r, http.MethodPost, form, "", ""); code != http.StatusUnauthorized {
+		t.Fatalf("after RemoveUser: %d, want 401", code)
+	}
+}
+
 // Revocation: a changed password, a removed user, expired tokens.
 func TestRevocation(t *testing.T) {
 	t.Run("basic", func(t *testing.T) {

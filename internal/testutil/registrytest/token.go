@@ -280,3 +280,17 @@ func (is *issuer) setUser(name string, u *user) {
 	}
 	is.users[name] = *u
 }
+
+// AddIdentityToken makes refreshToken a valid OAuth2 refresh token for user
+// from now on: WithIdentityToken for a token learned at run time, such as
+// the ACR refresh token a test's /oauth2/exchange handler obtained. Like
+// WithIdentityToken it is honoured only while user exists. It panics
+// without WithTokenAuth (there is no token endpoint to honour it).
+func (r *Registry) AddIdentityToken(user, refreshToken string) {
+	if r.issuer == nil {
+		panic("registrytest: AddIdentityToken needs WithTokenAuth")
+	}
+	r.issuer.mu.Lock()
+	defer r.issuer.mu.Unlock()
+	r.issuer.refresh[refreshToken] = user
+}
