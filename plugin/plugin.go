@@ -11,7 +11,7 @@ import (
 )
 
 // ID is the plugin's id; its URI is Type + "." + ID.
-const ID = "b9-resolver"
+const ID = service.PluginID
 
 // URI is the plugin's TOML key under [plugins].
 const URI = string(plugins.GRPCPlugin) + "." + ID

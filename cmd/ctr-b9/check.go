@@ -21,6 +21,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/resolver"
 )
 
 // step is one stage of `ctr-b9 check`.
@@ -204,7 +205,7 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		// the plugin's resolver does: the upstream's secret is not its.
 		mirror = " (mirror of " + c.ref.Registry.Host + ")"
 		d, _ := detectorFromFlags(cmd)
-		cred, err := ctxResolve(ctx, c, d.Detect(c.host.Host))
+		cred, err := resolver.FromKeychain(c.kc, c.docs).Credential(ctx, d.Detect(c.host.Host), true)
 		if err != nil {
 			return "", diagnoseProvider(err), err
 		}
@@ -251,6 +252,9 @@ func (c *checker) fetchToken(ctx context.Context) (string, string, error) {
 		return "basic: credentials go with each request", "", nil
 	}
 	user, secretValue := c.cred.Username, c.cred.Secret.Reveal()
+	if err := resolver.CheckRealm(ch.Parameters["realm"], c.host.Scheme, c.host.Host); err != nil {
+		return "", "the registry's token endpoint is not one credentials may be sent to: " + oneLine(err.Error()), err
+	}
 	to, err := auth.GenerateTokenOptions(ctx, c.host.Host, user, secretValue, ch)
 	if err != nil {
 		return "", "the registry's bearer challenge is malformed", err
@@ -357,10 +361,6 @@ func (c *checker) do(ctx context.Context, method, url string, h http.Header) (*h
 
 func (c *checker) isMirror() bool {
 	return c.host.Host != c.ref.Registry.Host && !(registry.IsDockerHub(c.host.Host) && c.ref.Registry.Kind == registry.KindDockerHub)
-}
-
-func ctxResolve(ctx context.Context, c *checker, reg registry.Registry) (keychain.Credential, error) {
-	return c.kc.ResolveFor(ctx, reg, c.docs)
 }
 
 func (c *checker) url(path string) string {

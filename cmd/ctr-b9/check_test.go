@@ -102,9 +102,13 @@ func TestCheckAgainstRegistry(t *testing.T) {
 			"manifest=failed", "expired ECR token"},
 		{"mirror without credentials", []string{"--hosts-dir", mirror, "--document", `{"registry":"` + mirrorUpstream + `","credentials":{"USERNAME":"alice","PASSWORD":"` + canary + `"}}`, mirrorUpstream + "/team/app:v1"}, false,
 			"ping=ok challenge=ok token=failed", "mirror without credentials: " + basic.Addr + " (a mirror of " + mirrorUpstream + ")"},
+		{"request auth is not sent to a mirror", []string{"--hosts-dir", mirror, "--creds", "alice:" + canary, mirrorUpstream + "/team/app:v1"}, false,
+			"token=failed", "mirror without credentials: " + basic.Addr},
 		{"mirror with its own credentials", []string{"--hosts-dir", mirror, "--document", `[{"registry":"` + mirrorUpstream + `","credentials":{"USERNAME":"x","PASSWORD":"y"}},{"registry":"` + basic.Addr + `","credentials":{"USERNAME":"alice","PASSWORD":"` + canary + `"}}]`, mirrorUpstream + "/team/app:v1"}, true,
 			"manifest=ok", ""},
-		{"TLS trusted through hosts.toml", []string{"--hosts-dir", trustedTLS, "--creds", "alice:" + canary, "registry.test/team/app:v1"}, true,
+		// The hosts.toml endpoint is another host than the reference's, so
+		// it takes only a document naming it (as a pull's resolver does).
+		{"TLS trusted through hosts.toml", []string{"--hosts-dir", trustedTLS, "--document", `{"registry":"` + tlsReg.Addr + `","credentials":{"USERNAME":"alice","PASSWORD":"` + canary + `"}}`, "registry.test/team/app:v1"}, true,
 			"manifest=ok", ""},
 		{"TLS untrusted", []string{"--hosts-dir", untrustedTLS, "--creds", "alice:" + canary, "registry.test/team/app:v1"}, false,
 			"ping=failed", "TLS trust: " + tlsReg.Addr + "'s certificate is signed by an unknown authority"},

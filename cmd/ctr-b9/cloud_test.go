@@ -139,3 +139,34 @@ func TestCredsAzureAgainstEmulator(t *testing.T) {
 		t.Fatalf("%d exchanges", len(emu.Exchanges()))
 	}
 }
+
+// --gcp-ambient lends the metadata server's identity to a --node-document
+// without keys only: the same document given as a pod's (--document) fails
+// with InvalidArgument, and a pod's document outranks a node document even
+// when only the node document names the registry.
+func TestNodeDocumentAmbient(t *testing.T) {
+	emu := cloudemu.NewGCP(t)
+	env := []string{"GCE_METADATA_HOST=" + emu.MetadataHost()}
+	ref := "us-docker.pkg.dev/proj/repo/app:v1"
+
+	r := ctrB9Child(t, env, "creds", "--gcp-ambient", "--document", `{"type":"gcp"}`, ref)
+	if r.status != 1 || !strings.Contains(r.stderr, "a pod's gcp document needs") || !strings.Contains(r.stderr, "only for node credentials") {
+		t.Fatalf("pod document without keys, ambient on: %+v", r)
+	}
+	if n := emu.Calls(cloudemu.APIGCEMetadataToken); n != 0 {
+		t.Fatalf("a pod document reached the metadata server %d times", n)
+	}
+	c := credsJSON(t, ctrB9Child(t, env, "creds", "-o", "json", "--gcp-ambient", "--node-document", `{"type":"gcp"}`, ref))
+	if c.Provider != "gcp/metadata" || c.Source != "--node-document" || c.Username != "oauth2accesstoken" {
+		t.Fatalf("node document, ambient on: %+v", c)
+	}
+	file := writeFile(t, "node.json", `{"registry":"us-docker.pkg.dev","type":"gcp"}`)
+	c = credsJSON(t, ctrB9Child(t, env, "creds", "-o", "json", "--gcp-ambient", "--document", "robot:"+canary, "--node-document", "@"+file, ref))
+	if c.Source != "--document" || c.Type != "basic" {
+		t.Fatalf("a node document outranked the pod's: %+v", c)
+	}
+	c = credsJSON(t, ctrB9Child(t, env, "creds", "-o", "json", "--gcp-ambient", "--node-document", "@"+file, ref))
+	if c.Source != "--node-document "+file || c.Provider != "gcp/metadata" {
+		t.Fatalf("node document file: %+v", c)
+	}
+}

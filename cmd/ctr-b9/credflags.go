@@ -23,11 +23,12 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "pod-config", Usage: "crictl pod config (JSON or YAML) whose annotations carry the documents"},
 		&cli.StringFlag{Name: "annotations", Usage: "file with a JSON object of annotations (- for stdin)"},
 		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
-		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them"},
+		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them; @FILE or - reads it (keeps the secret off the command line)"},
+		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient apply to; @FILE reads a file)"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
 		mappingFlag(),
-		&cli.BoolFlag{Name: "aws-ambient", Usage: "let aws documents without keys use this machine's AWS identity"},
-		&cli.BoolFlag{Name: "gcp-ambient", Usage: "let gcp documents without keys use the metadata server (GCE_METADATA_HOST)"},
+		&cli.BoolFlag{Name: "aws-ambient", Usage: "let an aws --node-document without keys use this machine's AWS identity (a pod's document never does)"},
+		&cli.BoolFlag{Name: "gcp-ambient", Usage: "let a gcp --node-document without keys use the metadata server, GCE_METADATA_HOST (a pod's document never does)"},
 		&cli.StringSliceFlag{Name: "gcp-key-dir", Usage: "directory GOOGLE_APPLICATION_CREDENTIALS may name key files under"},
 		&cli.BoolFlag{Name: "allow-loopback-token-uri", Usage: "accept service-account keys whose token_uri is on loopback (emulators)"},
 	}
@@ -80,7 +81,9 @@ func newKeychain(cmd *cli.Command) *keychain.Keychain {
 }
 
 // documentsFromFlags returns the documents in the plugin's precedence
-// order for host: annotation (or --document) documents, then --creds.
+// order for host: annotation (or --document) documents, then --creds, then
+// --node-document (a node credential: Node set, so it alone may use the
+// node's cloud identity).
 func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, error) {
 	set := 0
 	for _, f := range []string{"pod-config", "annotations", "document"} {
@@ -111,21 +114,19 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 			return nil, err
 		}
 	case cmd.IsSet("document"):
-		text := cmd.String("document")
-		source := "--document"
-		if strings.HasPrefix(text, "@") {
-			b, err := os.ReadFile(text[1:])
-			if err != nil {
-				return nil, fmt.Errorf("--document: %w", err)
-			}
-			text, source = string(b), "--document "+text[1:]
-		}
 		var err error
-		if docs, err = document.Parse(source, text, host); err != nil {
+		if docs, err = documentFlag(cmd, "document", host); err != nil {
 			return nil, err
 		}
 	}
 	if c := cmd.String("creds"); c != "" {
+		if c == "-" || strings.HasPrefix(c, "@") {
+			b, err := readInput(strings.TrimPrefix(c, "@"))
+			if err != nil {
+				return nil, fmt.Errorf("--creds: %w", err)
+			}
+			c = strings.TrimRight(string(b), "\r\n")
+		}
 		user, pass, ok := strings.Cut(c, ":")
 		if !ok || user == "" || pass == "" {
 			return nil, usagef("--creds wants USER:PASS")
@@ -138,7 +139,34 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 		}
 		docs = append(docs, d)
 	}
+	if cmd.IsSet("node-document") {
+		// The plugin parses node documents without the image's host: one
+		// node document means the same for every image.
+		node, err := documentFlag(cmd, "node-document", "")
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range node {
+			d.Node = true
+			docs = append(docs, d)
+		}
+	}
 	return docs, nil
+}
+
+// documentFlag parses the documents of a --document-like flag: its value,
+// or with @FILE the file's content.
+func documentFlag(cmd *cli.Command, flag, host string) ([]document.Document, error) {
+	text := cmd.String(flag)
+	source := "--" + flag
+	if strings.HasPrefix(text, "@") {
+		b, err := os.ReadFile(text[1:])
+		if err != nil {
+			return nil, fmt.Errorf("--%s: %w", flag, err)
+		}
+		text, source = string(b), source+" "+text[1:]
+	}
+	return document.Parse(source, text, host)
 }
 
 // podAnnotations reads the annotations of a crictl pod config.

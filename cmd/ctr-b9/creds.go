@@ -26,7 +26,6 @@ type credsResult struct {
 	IdentityToken     bool          `json:"identity_token"`
 	Fingerprint       string        `json:"fingerprint"`
 	SecretFingerprint string        `json:"secret_fingerprint"`
-	CredentialRef     string        `json:"credential_ref,omitempty"`
 	ExpiresAt         string        `json:"expires_at"`
 }
 
@@ -36,7 +35,8 @@ func credsCommand() *cli.Command {
 		Usage:     "explain which credential a pull of REF would use, and why",
 		ArgsUsage: "REF",
 		Description: `Resolves the credential exactly as the plugin would on PullImage
-(annotation documents, then --creds as PullImageRequest.auth, else anonymous),
+(annotation documents, then --creds as PullImageRequest.auth, then
+--node-document as a node credential, else anonymous),
 minting cloud tokens when the document needs it. The secret is shown only as
 a fingerprint.
 
@@ -66,7 +66,7 @@ Example:
 				{"account", res.Account}, {"region", res.Region}, {"type", res.Type},
 				{"source", res.Source}, {"provider", res.Provider}, {"username", res.Username},
 				{"anonymous", yesNo(res.Anonymous)}, {"fingerprint", res.Fingerprint},
-				{"secret fingerprint", res.SecretFingerprint}, {"credential ref", res.CredentialRef},
+				{"secret fingerprint", res.SecretFingerprint},
 				{"expires at", res.ExpiresAt},
 			})
 		},
@@ -79,7 +79,7 @@ func credsResultFor(ref registry.Reference, c keychain.Credential) credsResult {
 		Account: ref.Registry.Account, Region: ref.Registry.Region,
 		Type: string(c.Type), Source: c.Source, Provider: c.Provider, Username: c.Username,
 		Anonymous: c.Anonymous, IdentityToken: c.IdentityToken, Fingerprint: c.SourceFingerprint,
-		SecretFingerprint: c.Fingerprint(), CredentialRef: c.Ref,
+		SecretFingerprint: c.Fingerprint(),
 	}
 	if res.Type == "" {
 		res.Type = "anonymous"

@@ -99,6 +99,8 @@ func TestCreds(t *testing.T) {
 			credsResult{Host: "nvcr.io", Kind: "ngc", Type: "token", Source: "--document " + docFile, Provider: "token/ngc", Username: "$oauthtoken"}},
 		{"document for another registry falls to --creds", []string{"--document", ann, "--creds", "u:" + canary, "quay.io/org/app"},
 			credsResult{Host: "quay.io", Kind: "quay", Type: "basic", Source: "auth", Provider: "basic", Username: "u"}},
+		{"--creds from a file", []string{"--document", ann, "--creds", "@" + writeFile(t, "creds", "u:"+canary+"\n"), "quay.io/org/app"},
+			credsResult{Host: "quay.io", Kind: "quay", Type: "basic", Source: "auth", Provider: "basic", Username: "u"}},
 		{"nothing applies", []string{"--document", ann, "quay.io/org/app"},
 			credsResult{Host: "quay.io", Kind: "quay", Type: "anonymous", Source: "none", Provider: "anonymous", Anonymous: true}},
 		{"public", []string{"--document", `{"type":"public"}`, "ghcr.io/o/i"},

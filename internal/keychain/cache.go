@@ -11,15 +11,16 @@ import (
 
 // cacheKey is what makes two resolutions share a credential: the
 // registry identity (host, or a provider's wider scope), the document type
-// and the source credential's fingerprint. Tenants with different secrets
+// and the source credential's full-length identity (Document.Identity,
+// never the 12-digit display fingerprint). Tenants with different secrets
 // never share an entry, whatever the host.
 type cacheKey struct {
-	scope       string
-	typ         document.Type
-	fingerprint string
+	scope    string
+	typ      document.Type
+	identity string
 }
 
-func (k cacheKey) String() string { return k.scope + "\x00" + string(k.typ) + "\x00" + k.fingerprint }
+func (k cacheKey) String() string { return k.scope + "\x00" + string(k.typ) + "\x00" + k.identity }
 
 // entry is a cached credential and what refreshing it needs.
 type entry struct {

@@ -31,10 +31,12 @@ type Credential struct {
 	Anonymous bool
 	// ExpiresAt is when the registry stops accepting Secret; zero if never.
 	ExpiresAt time.Time
-	// SourceFingerprint identifies the source credential (Document.Fingerprint).
+	// SourceFingerprint shows the source credential (Document.Fingerprint):
+	// 12 hex digits, for display only.
 	SourceFingerprint string
-	// Ref is the opaque cache-entry id: registry identity, type and source
-	// fingerprint hashed. Safe to store in labels.
+	// Ref is the opaque cache-entry id: an HMAC (RefPrefix, 64 hex digits)
+	// of the registry identity, type and source identity under the
+	// Keychain's ref key (WithRefKey). Safe to store in labels and log.
 	Ref string
 }
 

@@ -3,7 +3,7 @@
 // basic, token here; aws, gcp and azure in their own packages) mints a
 // Credential from a Document; the Keychain picks the document for a host,
 // calls the provider once per (registry identity, type, source-credential
-// fingerprint) — concurrent misses share one call — and keeps the result
-// in a bounded cache until it nears expiry, refreshing it in the background
-// so no pull waits on a token call after the first.
+// identity, the full sha256) — concurrent misses share one call — and keeps
+// the result in a bounded cache until it nears expiry, refreshing it in the
+// background so no pull waits on a token call after the first.
 package keychain

@@ -2,6 +2,10 @@ package keychain
 
 import (
 	"context"
+	"crypto/hmac"
+	crand "crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"time"
@@ -12,7 +16,6 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
-	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
 // Defaults for the cache and refresh policy.
@@ -31,6 +34,13 @@ const (
 	maxRetry = 5 * time.Minute
 )
 
+// RefPrefix starts every Credential.Ref.
+const RefPrefix = "b9ref-"
+
+// RefKeySize is the size of the random ref key a Keychain makes when
+// WithRefKey does not give one.
+const RefKeySize = 32
+
 // SourceNone is the Source of the anonymous credential used when no
 // document applies.
 const SourceNone = "none"
@@ -45,6 +55,8 @@ type Keychain struct {
 	maxMargin       time.Duration
 	mintTimeout     time.Duration
 	jitter          func(time.Duration) time.Duration
+	// refKey keys the HMAC that makes a cache entry's Ref.
+	refKey []byte
 	// background refreshes hold this; Close cancels them.
 	bg       context.Context
 	bgCancel context.CancelFunc
@@ -61,6 +73,21 @@ func WithCacheSize(n int) Option {
 	return func(k *Keychain) {
 		if n > 0 {
 			k.cache = newLRU(n)
+		}
+	}
+}
+
+// WithRefKey sets the key Credential.Ref is an HMAC under. Refs are
+// labels on snapshots and appear in logs; under a secret key they tell
+// nothing about the credential and cannot be searched for collisions.
+// Give the same key (at least 32 random bytes, kept secret) to every
+// Keychain whose refs must match, such as the plugin across restarts when
+// its pull records persist. Without it each Keychain makes a random key,
+// so its refs mean nothing to another process. An empty key is ignored.
+func WithRefKey(key []byte) Option {
+	return func(k *Keychain) {
+		if len(key) > 0 {
+			k.refKey = append([]byte(nil), key...)
 		}
 	}
 }
@@ -105,6 +132,12 @@ func New(opts ...Option) *Keychain {
 	for _, o := range opts {
 		o(k)
 	}
+	if k.refKey == nil {
+		k.refKey = make([]byte, RefKeySize)
+		// crypto/rand.Read never fails (it panics if the OS cannot give
+		// randomness).
+		_, _ = crand.Read(k.refKey)
+	}
 	return k
 }
 
@@ -137,7 +170,7 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 	if doc.Type == document.TypePublic {
 		return k.credential(reg, doc, p, Minted{Anonymous: true}, cacheKey{}), nil
 	}
-	key := cacheKey{scope: reg.Host, typ: doc.Type, fingerprint: doc.Fingerprint()}
+	key := cacheKey{scope: reg.Host, typ: doc.Type, identity: doc.Identity()}
 	if s, ok := p.(Scoper); ok {
 		key.scope = s.CacheScope(reg, doc)
 	}
@@ -298,7 +331,15 @@ func (k *Keychain) credential(reg registry.Registry, doc document.Document, p Pr
 		Anonymous: m.Anonymous, ExpiresAt: m.ExpiresAt, SourceFingerprint: doc.Fingerprint(),
 	}
 	if key != (cacheKey{}) {
-		c.Ref = secret.Fingerprint(key.String())
+		c.Ref = k.ref(key)
 	}
 	return c
+}
+
+// ref is the opaque id of a cache entry: RefPrefix and the full
+// HMAC-SHA256 of the key under the Keychain's ref key.
+func (k *Keychain) ref(key cacheKey) string {
+	m := hmac.New(sha256.New, k.refKey)
+	m.Write([]byte(key.String()))
+	return RefPrefix + hex.EncodeToString(m.Sum(nil))
 }

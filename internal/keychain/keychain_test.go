@@ -2,6 +2,9 @@ package keychain
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
@@ -345,5 +348,66 @@ func TestSourceIsTheCallersDocument(t *testing.T) {
 	cb, _ := k.Resolve(t.Context(), r, b[0])
 	if ca.Ref != cb.Ref || ca.Source != "annotation a" || cb.Source != "annotation b" {
 		t.Fatalf("sources %q %q, refs %s %s", ca.Source, cb.Source, ca.Ref, cb.Ref)
+	}
+}
+
+// The cache is keyed by the document's full identity, never the 12-digit
+// display fingerprint (2^48 is searchable for a colliding document).
+func TestCacheKeyIsTheFullIdentity(t *testing.T) {
+	k := New()
+	defer k.Close()
+	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"`+canary+`"}`, "")
+	if _, err := k.Resolve(t.Context(), reg("r.example.com"), d); err != nil {
+		t.Fatal(err)
+	}
+	k.cache.mu.Lock()
+	defer k.cache.mu.Unlock()
+	for key := range k.cache.items {
+		if key.identity != d.Identity() || len(key.identity) != len("sha256:")+64 {
+			t.Fatalf("cache key source %q, want the document's full identity", key.identity)
+		}
+	}
+	if len(k.cache.items) != 1 {
+		t.Fatalf("%d entries", len(k.cache.items))
+	}
+}
+
+// A Ref is the full HMAC of the cache key under the ref key: stable for
+// one key (a restarted plugin with the same key), unrelated under
+// another, random per Keychain by default, and no hash of the secret
+// anyone could test a guess against.
+func TestRefIsAnHMACUnderTheRefKey(t *testing.T) {
+	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"`+canary+`"}`, "")
+	r := reg("r.example.com")
+	refWith := func(opts ...Option) string {
+		k := New(opts...)
+		defer k.Close()
+		c, err := k.Resolve(t.Context(), r, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Ref
+	}
+	key := []byte(strings.Repeat("k", RefKeySize))
+	ref := refWith(WithRefKey(key))
+	if !strings.HasPrefix(ref, RefPrefix) || len(ref) != len(RefPrefix)+64 {
+		t.Fatalf("ref form %q", ref)
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(cacheKey{scope: r.Host, typ: d.Type, identity: d.Identity()}.String()))
+	if want := RefPrefix + hex.EncodeToString(m.Sum(nil)); ref != want {
+		t.Fatalf("ref %s, want the HMAC of the cache key %s", ref, want)
+	}
+	if again := refWith(WithRefKey(key)); again != ref {
+		t.Errorf("same ref key, different refs: %s %s", ref, again)
+	}
+	if other := refWith(WithRefKey([]byte(strings.Repeat("o", RefKeySize)))); other == ref {
+		t.Error("another ref key gave the same ref")
+	}
+	if a, b := refWith(), refWith(); a == b || a == ref || !strings.HasPrefix(a, RefPrefix) {
+		t.Errorf("default keychains share refs: %s %s", a, b)
+	}
+	if strings.Contains(ref, strings.TrimPrefix(d.Fingerprint(), "sha256:")) {
+		t.Error("the ref shows the document's fingerprint")
 	}
 }

@@ -207,7 +207,9 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 	if err != nil {
 		return nil, fmt.Errorf("credentials for %s: %w", h.b.Host, err)
 	}
-	if h.b.Mirror && h.b.TrustUpstream && cred.Anonymous {
+	// Only when no document names the mirror: a public document naming it
+	// is an explicit anonymous, which never falls back.
+	if h.b.Mirror && h.b.TrustUpstream && cred.Source == keychain.SourceNone {
 		cred, err = h.b.Credentials.Credential(ctx, h.b.Upstream, false)
 		if err != nil {
 			return nil, fmt.Errorf("credentials of %s for its mirror %s: %w", h.b.Upstream.Host, h.b.Host, err)
@@ -219,7 +221,7 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 		if cred.IdentityToken {
 			kind = "i"
 		}
-		rc.fp = secret.Fingerprint(kind, cred.Username, cred.Secret.Reveal())
+		rc.fp = secret.Hash(kind, cred.Username, cred.Secret.Reveal())
 		if !cred.IdentityToken {
 			rc.basic = "Basic " + base64.StdEncoding.EncodeToString([]byte(cred.Username+":"+cred.Secret.Reveal()))
 		}

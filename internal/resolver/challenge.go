@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"sync"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -91,8 +90,9 @@ func parseChallenge(h http.Header) (parsed, bool) {
 }
 
 // checkRealm refuses token endpoints that would leak the credential: a
-// non-HTTP(S) scheme, plain HTTP when the registry itself is HTTPS (unless
-// it is the registry's own host or loopback), or a link-local address (cloud metadata
+// non-HTTP(S) scheme, plain HTTP when the registry itself is HTTPS (even on
+// the registry's own host: the password would cross the network in clear;
+// loopback alone is exempt), or a link-local address (cloud metadata
 // services answer there). A registry chooses its realm, so a hostile or
 // compromised one could otherwise point credentials anywhere.
 func checkRealm(realm, registryScheme, registryHost string) error {
@@ -105,7 +105,7 @@ func checkRealm(realm, registryScheme, registryHost string) error {
 	case "http":
 		// Loopback never leaves the machine (and containerd tries https
 		// first even on a plain-http localhost registry).
-		if registryScheme == "https" && !strings.EqualFold(u.Host, registryHost) && !docker.IsLocalhost(u.Host) {
+		if registryScheme == "https" && !docker.IsLocalhost(u.Host) {
 			return fmt.Errorf("registry %s (https) sent a plain-http token realm on %s; refusing to send credentials there: %w", registryHost, u.Host, errdefs.ErrPermissionDenied)
 		}
 	default:

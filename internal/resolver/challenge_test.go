@@ -15,7 +15,11 @@ func TestCheckRealm(t *testing.T) {
 		ok                  bool
 	}{
 		{"https://auth.docker.io/token", "https", "registry-1.docker.io", true},
-		{"http://registry.test:5000/token", "https", "registry.test:5000", true},
+		// The registry's own host is no exception: over plain http the
+		// password would cross the network in clear.
+		{"http://registry.test:5000/token", "https", "registry.test:5000", false},
+		{"http://REGISTRY.test/token", "https", "registry.test", false},
+		{"http://localhost:9999/token", "https", "localhost:5000", true},
 		{"http://127.0.0.1:9999/token", "https", "127.0.0.1:5000", true},
 		{"http://auth.example.com/token", "http", "registry.example.com", true},
 		{"http://auth.example.com/token", "https", "registry.example.com", false},

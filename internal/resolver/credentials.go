@@ -34,16 +34,14 @@ type keychainCredentials struct {
 }
 
 func (k keychainCredentials) Credential(ctx context.Context, reg registry.Registry, mirror bool) (keychain.Credential, error) {
-	docs := k.docs
-	if mirror {
-		docs = nil
-		for _, d := range k.docs {
-			if d.Registry == reg.Host {
-				docs = append(docs, d)
-			}
-		}
+	if !mirror {
+		return k.kc.ResolveFor(ctx, reg, k.docs)
 	}
-	return k.kc.ResolveFor(ctx, reg, docs)
+	d, ok := document.SelectNamed(k.docs, reg.Host)
+	if !ok {
+		return keychain.Anonymous(reg), nil
+	}
+	return k.kc.Resolve(ctx, reg, d)
 }
 
 func (k keychainCredentials) Invalidate(cred keychain.Credential) { k.kc.Invalidate(cred) }

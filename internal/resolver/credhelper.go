@@ -6,6 +6,7 @@ import (
 
 	transfer "github.com/containerd/containerd/v2/core/transfer/registry"
 
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 )
 
@@ -50,7 +51,9 @@ func (c *credentialHelper) GetCredentials(ctx context.Context, ref, host string)
 	if err != nil {
 		return transfer.Credentials{}, fmt.Errorf("credentials for %s: %w", host, err)
 	}
-	if mirror && cred.Anonymous && c.r.trusted[canonical] {
+	// Only when no document names the mirror: a public document naming it
+	// is an explicit anonymous, which never falls back.
+	if mirror && cred.Source == keychain.SourceNone && c.r.trusted[canonical] {
 		if cred, err = c.creds.Credential(ctx, upstream, false); err != nil {
 			return transfer.Credentials{}, fmt.Errorf("credentials of %s for its mirror %s: %w", upstream.Host, host, err)
 		}

@@ -7,6 +7,7 @@ import (
 	transfer "github.com/containerd/containerd/v2/core/transfer/registry"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
@@ -38,6 +39,10 @@ func TestCredentialHelper(t *testing.T) {
 			transfer.Credentials{Host: "mirror.test:5000"}},
 		{"trusted mirror", FromKeychain(kc, d), []string{"mirror.test:5000"}, "ghcr.io/o/app:v1", "mirror.test:5000",
 			transfer.Credentials{Host: "mirror.test:5000", Username: "alice", Secret: alicePass}},
+		// A public document naming the trusted mirror is an explicit
+		// anonymous: the upstream's secret is not sent there.
+		{"trusted mirror with a public document", FromKeychain(kc, withPublic(t, d, "mirror.test:5000")), []string{"mirror.test:5000"}, "ghcr.io/o/app:v1", "mirror.test:5000",
+			transfer.Credentials{Host: "mirror.test:5000"}},
 		{"mirror's own document", FromKeychain(kc, d), nil, "ghcr.io/o/app:v1", "own.mirror.test",
 			transfer.Credentials{Host: "own.mirror.test", Username: "bob", Secret: bobPass}},
 		{"identity token", identity, nil, "x.azurecr.io/app:v1", "x.azurecr.io",
@@ -59,4 +64,14 @@ func TestCredentialHelper(t *testing.T) {
 	if _, err := New().CredentialHelper(Anonymous).GetCredentials(context.Background(), "UPPER/Case", "ghcr.io"); err == nil {
 		t.Error("bad reference accepted")
 	}
+}
+
+// withPublic adds a public document naming host to docs.
+func withPublic(t testing.TB, docs []document.Document, host string) []document.Document {
+	t.Helper()
+	pub, err := document.Parse("b9.beam.cloud/image-credentials.public", `{"registry":"`+host+`","type":"public"}`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(append([]document.Document(nil), docs...), pub...)
 }

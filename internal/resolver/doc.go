@@ -6,7 +6,7 @@
 // token fetch. Here one Authorizer lives as long as the node process and is
 // shared by every pull: it remembers each host's challenge (so requests are
 // authorised up front, with no wasted 401 after a host's first contact) and
-// caches bearer tokens per (host, scope set, credential fingerprint),
+// caches bearer tokens per (host, scope set, full credential hash),
 // honouring expires_in. What differs per pull — whose credentials to present
 // — comes from a Credentials value bound to each pull's RegistryHosts.
 //

@@ -146,6 +146,13 @@ func (tr tokenRequest) fail(what string, err error) error {
 	return fmt.Errorf("token for %s from %s (%s, credentials from %s): %w", tr.host, endpoint, what, describeSource(tr.cred), err)
 }
 
+// CheckRealm refuses a token realm credentials must not be sent to: not
+// a URL, plain http from an https registry (off loopback), link-local. It
+// is the check every pull applies; ctr-b9 check applies it too.
+func CheckRealm(realm, registryScheme, registryHost string) error {
+	return checkRealm(realm, registryScheme, registryHost)
+}
+
 // StatusClass is the errdefs class of a registry's (or token server's)
 // HTTP status, for errors that callers map to gRPC codes.
 func StatusClass(code int) error {

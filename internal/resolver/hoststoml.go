@@ -57,9 +57,9 @@ func validateHosts(b []byte) error {
 		var derr *toml.DecodeError
 		if errors.As(err, &derr) {
 			row, col := derr.Position()
-			// DecodeError.Error() is the parser's message alone; String()
-			// would quote the offending line, which may hold a secret.
-			return fmt.Errorf("line %d column %d: %s: %w", row, col, derr.Error(), errdefs.ErrInvalidArgument)
+			// Position only: the parser's messages can quote characters of
+			// the line, and a header line may hold a token.
+			return fmt.Errorf("not valid TOML at line %d column %d: %w", row, col, errdefs.ErrInvalidArgument)
 		}
 		var serr *toml.StrictMissingError
 		if errors.As(err, &serr) {

@@ -23,12 +23,16 @@ func TestMirrorCredentials(t *testing.T) {
 		trusted   bool
 		// documents name the mirror with bob's credentials
 		mirrorDoc bool
+		// a public document names the mirror
+		mirrorPublic bool
 		// who serves the pull
 		servedByMirror bool
 	}{
 		{name: "untrusted mirror gets nothing, pull falls back to upstream", servedByMirror: false},
 		{name: "trusted mirror gets upstream credentials", trusted: true, servedByMirror: true},
 		{name: "mirror gets its own document's credentials", mirrorBob: true, mirrorDoc: true, servedByMirror: true},
+		// "public never falls back": not to the upstream's secret either.
+		{name: "trusted mirror named by a public document gets nothing", trusted: true, mirrorPublic: true, servedByMirror: false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, logs := testContext(t)
@@ -61,10 +65,14 @@ func TestMirrorCredentials(t *testing.T) {
 			if tc.mirrorDoc {
 				entries = append(entries, [3]string{mirror.Host, "bob", bobPass})
 			}
+			d := docs(t, entries...)
+			if tc.mirrorPublic {
+				d = withPublic(t, d, mirror.Host)
+			}
 			kc := keychain.New()
 			defer kc.Close()
 			res := New(opts...)
-			if err := pull(ctx, res.Hosts(FromKeychain(kc, docs(t, entries...))), img.Ref, newStore(t)); err != nil {
+			if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), img.Ref, newStore(t)); err != nil {
 				t.Fatalf("pull: %v\nupstream:\n%smirror:\n%s", err, up.Summary(), mirror.Summary())
 			}
 			mirrorAuthed := count(mirror, withAuth)
@@ -74,7 +82,7 @@ func TestMirrorCredentials(t *testing.T) {
 				}
 			} else {
 				if mirrorAuthed != 0 {
-					t.Fatalf("upstream credentials reached the untrusted mirror:\n%s", mirror.Summary())
+					t.Fatalf("upstream credentials reached the mirror (untrusted, or named by a public document):\n%s", mirror.Summary())
 				}
 				if count(up, isHead, withAuth) == 0 || count(up, withoutAuth) != 1 {
 					t.Fatalf("want the pull served upstream after one first-contact 401:\n%s", up.Summary())

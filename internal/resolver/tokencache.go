@@ -11,9 +11,10 @@ import (
 // token forever, and learns of its expiry from a 401.)
 const DefaultTokenLife = 60 * time.Second
 
-// tokenKey identifies a bearer token: who it was minted for (credential
-// fingerprint, never the secret), where it is valid (request host) and for
-// what (the sorted scope set).
+// tokenKey identifies a bearer token: who it was minted for (the full
+// sha256 of the presented credential, secret.Hash — never the secret, and
+// never a truncated fingerprint two tenants could share), where it is
+// valid (request host) and for what (the sorted scope set).
 type tokenKey struct {
 	host   string
 	scopes string

@@ -214,3 +214,26 @@ func BenchmarkAuthorizeCachedToken(b *testing.B) {
 		b.Fatalf("not authorised from the cache: %q, %d fetches", req.Header.Get("Authorization"), a.TokenFetches())
 	}
 }
+
+// Bearer tokens are cached under the full hash of the presented
+// credential: a 12-digit fingerprint would let a crafted secret share
+// (and be served) another tenant's token.
+func TestTokenKeyIsTheFullCredentialHash(t *testing.T) {
+	host := "registry.example.com"
+	for _, identity := range []bool{false, true} {
+		cred := keychain.Credential{Source: "test", Username: "alice", Secret: secret.New(alicePass), IdentityToken: identity}
+		ha := NewAuthorizer().For(Binding{
+			Host: host, Scheme: "https", Registry: registry.Detect(host), Upstream: registry.Detect(host),
+			Credentials: CredentialFunc(func(context.Context, registry.Registry, bool) (keychain.Credential, error) { return cred, nil }),
+			Client:      &http.Client{Transport: failTransport{t}},
+		}).(*hostAuthorizer)
+		rc, err := ha.credential(context.Background(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind := map[bool]string{false: "p", true: "i"}[identity]
+		if want := secret.Hash(kind, "alice", alicePass); rc.fp != want {
+			t.Errorf("identity token %v: token cache key %q, want the full hash %q", identity, rc.fp, want)
+		}
+	}
+}

@@ -42,15 +42,34 @@ func (s Secret) Fingerprint() string {
 	return Fingerprint(s.value)
 }
 
-// Fingerprint hashes any material to the display form used for secrets.
+// FingerprintDigits is how many hex digits of the sha256 a Fingerprint
+// keeps.
+const FingerprintDigits = 12
+
+// Fingerprint hashes any material to the display form used for secrets:
+// "sha256:" and the first FingerprintDigits hex digits of Hash's digest.
+// It is for people (ctr-b9, logs, cache listings) only: 48 bits are far
+// too few to keep tenants apart or to publish, so never key anything by a
+// Fingerprint — use Hash, or an HMAC for identifiers others see.
 func Fingerprint(parts ...string) string {
+	return Hash(parts...)[:len(hashPrefix)+FingerprintDigits]
+}
+
+// hashPrefix starts every Hash and Fingerprint.
+const hashPrefix = "sha256:"
+
+// Hash is the full-length identity of any material: "sha256:" and the 64
+// hex digits of the sha256 over the parts, each length-prefixed so
+// ("ab","c") and ("a","bc") differ. Use it for cache and map keys that
+// must keep tenants apart. It is unsalted: keep it in memory, never show
+// it — a hash of a guessable secret can be tested offline.
+func Hash(parts ...string) string {
 	h := sha256.New()
 	for _, p := range parts {
-		// Length-prefix each part so ("ab","c") and ("a","bc") differ.
 		fmt.Fprintf(h, "%d:", len(p))
 		h.Write([]byte(p))
 	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:12]
+	return hashPrefix + hex.EncodeToString(h.Sum(nil))
 }
 
 func (s Secret) String() string   { return Redacted }

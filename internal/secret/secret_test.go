@@ -104,3 +104,17 @@ func TestFingerprint(t *testing.T) {
 		t.Fatal("fingerprint contains the secret")
 	}
 }
+
+// Hash is the full sha256 (keys), Fingerprint its 12-digit display prefix.
+func TestHash(t *testing.T) {
+	h := Hash("a", "b")
+	if !strings.HasPrefix(h, "sha256:") || len(h) != len("sha256:")+64 {
+		t.Fatalf("hash form %q", h)
+	}
+	if Hash("ab", "c") == Hash("a", "bc") || Hash("a") == Hash("a", "") {
+		t.Fatal("parts are not separated")
+	}
+	if fp := Fingerprint("a", "b"); !strings.HasPrefix(h, fp) {
+		t.Fatalf("fingerprint %q is not the display prefix of %q", fp, h)
+	}
+}

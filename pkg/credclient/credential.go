@@ -1,7 +1,9 @@
 package credclient
 
 import (
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -47,6 +49,30 @@ func (c Credential) GoString() string { return c.String() }
 
 // Format makes every verb (%v %+v %#v %s %q %x) print String.
 func (c Credential) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(c.String())) }
+
+// MarshalJSON encodes the credential with the secret redacted: JSON
+// loggers read fields, not String.
+func (c Credential) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Username      string    `json:"username,omitempty"`
+		Secret        string    `json:"secret,omitempty"`
+		IdentityToken bool      `json:"identity_token,omitempty"`
+		Anonymous     bool      `json:"anonymous,omitempty"`
+		ExpiresAt     time.Time `json:"expires_at,omitzero"`
+		Ref           string    `json:"ref,omitempty"`
+		Source        string    `json:"source,omitempty"`
+	}{c.Username, redactedIf(c.Secret), c.IdentityToken, c.Anonymous, c.ExpiresAt, c.Ref, c.Source})
+}
+
+// LogValue keeps log/slog from reaching the secret through reflection.
+func (c Credential) LogValue() slog.Value { return slog.StringValue(c.String()) }
+
+func redactedIf(s string) string {
+	if s == "" {
+		return ""
+	}
+	return redacted
+}
 
 // Request names what to ask for; see GetCredentialsRequest.
 type Request struct {

@@ -3,6 +3,7 @@ package credentials
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -254,10 +255,10 @@ func TestEviction(t *testing.T) {
 	if refs, repos := st.Len(); refs != 2 || repos != 2 {
 		t.Fatalf("len = %d refs, %d repos; want 2, 2", refs, repos)
 	}
-	if _, ok := st.byCredentialRef("ref-0"); ok {
+	if _, ok := st.byCredentialRef("ref-0", hostA); ok {
 		t.Fatal("the oldest ref was kept")
 	}
-	if _, ok := st.byCredentialRef("ref-2"); !ok {
+	if _, ok := st.byCredentialRef("ref-2", hostA); !ok {
 		t.Fatal("the newest ref was dropped")
 	}
 }
@@ -273,4 +274,65 @@ func TestRecordRejectsBadInput(t *testing.T) {
 	if err := st.Record("r", registry.Detect(hostA), "a/b", document.Document{}); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("zero document: %v", err)
 	}
+}
+
+// scopedMinter is an aws-like provider whose cache scope is the region, as
+// the real aws provider's is: one token for every ECR account there.
+type scopedMinter struct{ *fakeMinter }
+
+func (scopedMinter) CacheScope(registry.Registry, document.Document) string {
+	return "aws/aws/us-east-1"
+}
+
+// One document pulls from two ECR accounts of a region: one cache entry,
+// so one ref, for both hosts. Each host keeps its own record, and the ref
+// answers for both (CLIP's lazy reads of either), in memory and after a
+// restart; never for a host it did not pull from.
+func TestSharedScopeRefAnswersEachHost(t *testing.T) {
+	ctx := context.Background()
+	const ecrA, ecrB = "111111111111.dkr.ecr.us-east-1.amazonaws.com", "222222222222.dkr.ecr.us-east-1.amazonaws.com"
+	docs, err := document.Parse("annotation b9.beam.cloud/image-credentials",
+		`{"type":"aws","credentials":{"AWS_ACCESS_KEY_ID":"AKIAEXAMPLE","AWS_SECRET_ACCESS_KEY":"`+canaryAWS+`"}}`, ecrA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := docs[0]
+	cfg := StoreConfig{StateDir: filepath.Join(t.TempDir(), "state")}
+	st, err := NewStore(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKeychain := func(st *Store) *keychain.Keychain {
+		fm := &fakeMinter{life: time.Hour, now: time.Now}
+		kc := keychain.New(keychain.WithProvider(scopedMinter{fm}), keychain.WithRefKey(st.RefKey()))
+		t.Cleanup(kc.Close)
+		return kc
+	}
+	kc := newKeychain(st)
+	refA := pull(t, kc, st, ecrA, "team/a", doc)
+	refB := pull(t, kc, st, ecrB, "team/b", doc)
+	if refA != refB {
+		t.Fatalf("one scope, two refs (%s, %s): the test needs a shared ref", refA, refB)
+	}
+	check := func(stage string, srv *Server) {
+		t.Helper()
+		for _, host := range []string{ecrA, ecrB} {
+			cred, err := srv.Lookup(ctx, Query{Host: host, CredentialRef: refA})
+			if err != nil || cred.Registry.Host != host || cred.Ref != refA || !strings.HasPrefix(cred.Secret.Reveal(), "token-") {
+				t.Errorf("%s: ref lookup for %s: %+v, %v", stage, host, cred.Registry, err)
+			}
+		}
+		_, err := srv.Lookup(ctx, Query{Host: "333333333333.dkr.ecr.us-east-1.amazonaws.com", CredentialRef: refA})
+		wantClass(t, err, isNotFound, "NotFound")
+	}
+	check("in memory", newServer(t, kc, st))
+	if refs, _ := st.Len(); refs != 2 {
+		t.Errorf("%d ref records, want one per host", refs)
+	}
+
+	st2, err := NewStore(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check("after restart", newServer(t, newKeychain(st2), st2))
 }

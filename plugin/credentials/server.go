@@ -90,14 +90,16 @@ func (s *Server) Lookup(ctx context.Context, q Query) (keychain.Credential, erro
 		return keychain.Credential{}, err
 	}
 	if q.CredentialRef != "" {
-		r, ok := s.store.byCredentialRef(q.CredentialRef)
+		// A ref is good for the registries it pulled from only: a
+		// snapshotter must not carry one tenant's secret elsewhere. One
+		// ref can have pulled from several hosts of a cache scope (ECR
+		// accounts of a region), each with its own record.
+		r, ok := s.store.byCredentialRef(q.CredentialRef, host)
 		if !ok {
+			if s.store.refKnown(q.CredentialRef) {
+				return keychain.Credential{}, fmt.Errorf("credential_ref was not recorded for registry %s: %w", host, errdefs.ErrNotFound)
+			}
 			return keychain.Credential{}, fmt.Errorf("%s: %w", errUnknownRef.Error(), errdefs.ErrNotFound)
-		}
-		if r.reg.Host != host {
-			// A ref is good for the registry it pulled from only: a
-			// snapshotter must not carry one tenant's secret elsewhere.
-			return keychain.Credential{}, fmt.Errorf("credential_ref was not recorded for registry %s: %w", host, errdefs.ErrNotFound)
 		}
 		cred, err := s.resolve(ctx, r)
 		if err != nil {

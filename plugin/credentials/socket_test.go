@@ -302,7 +302,7 @@ func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	st := memStore(t)
 	docA, docB := basicDoc(t, hostA, "a", canaryA), basicDoc(t, hostA, "b", canaryB)
 	refB := pull(t, kc, st, hostA, "b/app", docB)
-	_ = st.Record(refB, st.byRef[refB].reg, "a/app", docA) // mismatched pair
+	_ = st.Record(refB, st.byRef[refKey{refB, hostA}].reg, "a/app", docA) // mismatched pair
 	srv := newServer(t, kc, st, func(c *Config) {
 		c.NodeCredentials = func(context.Context, registry.Registry, string) (keychain.Credential, bool, error) {
 			return keychain.Credential{}, false, errors.New("node source broken")

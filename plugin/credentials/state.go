@@ -5,7 +5,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +36,9 @@ const (
 	// of another format or version is refused before anything is parsed.
 	stateMagic   = "b9-credentials-state v1\n"
 	stateVersion = 1
+	// refKeyInfo labels the HKDF derivation of the credential-ref key from
+	// the node key.
+	refKeyInfo = "b9-resolver credential-ref key v1"
 )
 
 // stateFile is the encrypted record file: magic, 12-byte nonce, then the
@@ -43,6 +48,9 @@ const (
 type stateFile struct {
 	path string
 	aead cipher.AEAD
+	// refKey is the keychain's Credential.Ref key, derived from the node
+	// key so refs in snapshot labels stay valid across restarts.
+	refKey []byte
 }
 
 // openState prepares dir (0700) and the node key (created 0600).
@@ -73,7 +81,13 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credentials node key: %w", err)
 	}
-	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead}, nil
+	// A separate key for refs: the encryption key is never used raw for
+	// anything else.
+	refKey, err := hkdf.Key(sha256.New, key, nil, refKeyInfo, keySize)
+	if err != nil {
+		return nil, fmt.Errorf("credentials node key: %w", err)
+	}
+	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey}, nil
 }
 
 // loadOrCreateKey reads the node key, creating it (0600, O_EXCL so two
@@ -141,7 +155,12 @@ type docJSON struct {
 	Type         document.Type     `json:"type"`
 	TypeExplicit bool              `json:"type_explicit,omitempty"`
 	Keys         map[string]string `json:"keys,omitempty"`
-	Fingerprint  string            `json:"fingerprint"`
+	// Node is Document.Node: a node credential (part of its identity).
+	Node bool `json:"node,omitempty"`
+	// Identity is Document.Identity, checked when the document is rebuilt.
+	Identity string `json:"identity,omitempty"`
+	// Fingerprint is only read, from files written before Identity was.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // save seals recs and replaces the file atomically (temp file, fsync,
@@ -158,7 +177,7 @@ func (st *stateFile) save(recs []storedRecord) error {
 			Ref: r.ref, Registry: r.reg, Repository: r.repository, At: r.at, ByRef: sr.byRef, Latest: sr.latest,
 			Doc: docJSON{
 				Source: r.doc.Source, Registry: r.doc.Registry, Type: r.doc.Type, TypeExplicit: r.doc.TypeExplicit,
-				Keys: keys, Fingerprint: r.doc.Fingerprint(),
+				Keys: keys, Identity: r.doc.Identity(), Node: r.doc.Node,
 			},
 		})
 	}
@@ -266,7 +285,7 @@ func (st *stateFile) open(data []byte) (stateJSON, error) {
 }
 
 // rebuildDocument re-parses a stored document the way it was first made
-// and checks it is the same credential: a changed fingerprint would change
+// and checks it is the same credential: a changed identity would change
 // its ref, so such a record must not answer.
 func rebuildDocument(rj recordJSON) (document.Document, error) {
 	keys := make(map[string]secret.Secret, len(rj.Doc.Keys))
@@ -281,7 +300,13 @@ func rebuildDocument(rj recordJSON) (document.Document, error) {
 	if err != nil {
 		return document.Document{}, err
 	}
-	if doc.Type != rj.Doc.Type || doc.Fingerprint() != rj.Doc.Fingerprint {
+	doc.Node = rj.Doc.Node
+	same := doc.Identity() == rj.Doc.Identity
+	if rj.Doc.Identity == "" {
+		// Written before identities were stored.
+		same = rj.Doc.Fingerprint != "" && doc.Fingerprint() == rj.Doc.Fingerprint
+	}
+	if doc.Type != rj.Doc.Type || !same {
 		return document.Document{}, fmt.Errorf("stored document reads back as a different credential: %w", errdefs.ErrDataLoss)
 	}
 	return doc, nil

@@ -3,14 +3,17 @@ package credentials
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
 
@@ -25,18 +28,19 @@ func mode(t *testing.T, path string) os.FileMode {
 
 // A plugin restart with persistence: the refs a lazy mount holds still
 // answer, over the socket, from a new process-worth of state (new store,
-// new keychain, new server), and the files are private and sealed.
+// new keychain keyed as the plugin keys it, new server), a re-pull gives
+// the same ref, and the files are private and sealed.
 func TestPersistenceRoundTrip(t *testing.T) {
 	logs := captureLogs(t)
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "state")
 	cfg := StoreConfig{StateDir: dir}
 
-	kc1 := keychain.New()
 	st1, err := NewStore(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	kc1 := keychain.New(keychain.WithRefKey(st1.RefKey()))
 	refA := pull(t, kc1, st1, hostA, "tenant-a/app", basicDoc(t, hostA, "alice", canaryA))
 	refB := pull(t, kc1, st1, hostA, "tenant-b/app", basicDoc(t, hostA, "bob", canaryB))
 	pull(t, kc1, st1, "ghcr.io", "org/public", publicDoc(t, "ghcr.io"))
@@ -63,12 +67,12 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	}
 
 	// "Restart".
-	kc2 := keychain.New()
-	defer kc2.Close()
 	st2, err := NewStore(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	kc2 := keychain.New(keychain.WithRefKey(st2.RefKey()))
+	defer kc2.Close()
 	c, err := credclient.New(serve(t, newServer(t, kc2, st2)), credclient.WithCacheTTL(0))
 	if err != nil {
 		t.Fatal(err)
@@ -92,9 +96,12 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	if err != nil || !cred.Anonymous {
 		t.Errorf("public after restart: %v %v", cred, err)
 	}
-	// Re-recording the same pull does not rewrite the file.
+	// Re-recording the same pull gives the same ref (existing labels keep
+	// working) and does not rewrite the file.
 	before, _ := os.Stat(statePath)
-	pull(t, kc2, st2, hostA, "tenant-a/app", basicDoc(t, hostA, "alice", canaryA))
+	if again := pull(t, kc2, st2, hostA, "tenant-a/app", basicDoc(t, hostA, "alice", canaryA)); again != refA {
+		t.Errorf("re-pull after restart gave ref %s, want %s", again, refA)
+	}
 	after, _ := os.Stat(statePath)
 	if !before.ModTime().Equal(after.ModTime()) || before.Size() != after.Size() {
 		t.Error("an unchanged record rewrote the state file")
@@ -207,5 +214,77 @@ func TestKeyFileChecks(t *testing.T) {
 	}
 	if m := mode(t, loose); m != 0o700 {
 		t.Fatalf("state dir mode %v, want 0700", m)
+	}
+}
+
+// The ref key comes from the node key: the same for every store on that
+// key, another for another key, never the encryption key itself, and none
+// for memory-only records.
+func TestRefKeyFromNodeKey(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func(sub, keyFile string) []byte {
+		t.Helper()
+		st, err := NewStore(ctx, StoreConfig{StateDir: filepath.Join(dir, sub), KeyFile: keyFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.RefKey()
+	}
+	k1 := open("a", "")
+	if len(k1) != keySize {
+		t.Fatalf("ref key of %d bytes", len(k1))
+	}
+	if !bytes.Equal(open("a", ""), k1) {
+		t.Error("the same node key gave another ref key")
+	}
+	if bytes.Equal(open("b", ""), k1) {
+		t.Error("another node key gave the same ref key")
+	}
+	node, err := os.ReadFile(filepath.Join(dir, "a", KeyFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(node, k1) {
+		t.Error("the ref key is the raw node (encryption) key")
+	}
+	if k := memStore(t).RefKey(); k != nil {
+		t.Errorf("memory-only store has a ref key")
+	}
+}
+
+// Concurrent Records each save the state; a slow save of an older
+// snapshot must never land after a newer one. Every record survives a
+// reload.
+func TestConcurrentRecordsAllPersist(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "state")
+	st, err := NewStore(ctx, StoreConfig{StateDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := basicDoc(t, hostA, "alice", canaryA)
+	const rounds, perRound = 8, 24
+	for round := range rounds {
+		var wg sync.WaitGroup
+		for i := range perRound {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := round*perRound + i
+				if err := st.Record(fmt.Sprintf("ref-%d", n), registry.Detect(hostA), fmt.Sprintf("team/app-%d", n), doc); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		again, err := NewStore(ctx, StoreConfig{StateDir: dir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := (round + 1) * perRound
+		if refs, repos := again.Len(); refs != want || repos != want {
+			t.Fatalf("round %d: reloaded %d refs, %d repositories; want %d of each (a stale save overwrote a newer one)", round, refs, repos, want)
+		}
 	}
 }

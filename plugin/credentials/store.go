@@ -47,15 +47,29 @@ type record struct {
 
 type repoKey struct{ host, repository string }
 
+// refKey indexes records by credential ref and host. A ref names a
+// keychain cache entry, whose scope can be wider than a host (one ECR
+// token serves every account of a region; one GCP token every GCP host),
+// so pulls from two hosts with one document share a ref: each host keeps
+// its own record, and a ref answers only for hosts it pulled from.
+type refKey struct{ ref, host string }
+
 // Store holds what the CRI service recorded about successful pulls.
 // It is safe for concurrent use.
 type Store struct {
 	mu     sync.RWMutex
-	byRef  map[string]*record
+	byRef  map[refKey]*record
 	byRepo map[repoKey]*record
 	max    int
 	now    func() time.Time
 	state  *stateFile // nil: memory only
+	// gen counts changes a restart would need (under mu). saveMu
+	// serialises writes of the state file; savedGen (under saveMu) is the
+	// generation the file holds, so a change a later save already wrote is
+	// not written again, and no older snapshot ever replaces a newer one.
+	gen      uint64
+	saveMu   sync.Mutex
+	savedGen uint64
 }
 
 // NewStore returns a Store; with cfg.StateDir it loads what a previous run
@@ -65,7 +79,7 @@ type Store struct {
 // failing to start.
 func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	s := &Store{
-		byRef:  map[string]*record{},
+		byRef:  map[refKey]*record{},
 		byRepo: map[repoKey]*record{},
 		max:    cfg.MaxRecords,
 		now:    time.Now,
@@ -87,7 +101,7 @@ func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	}
 	for _, lr := range recs {
 		if lr.byRef {
-			s.byRef[lr.rec.ref] = lr.rec
+			s.byRef[refKey{lr.rec.ref, lr.rec.reg.Host}] = lr.rec
 		}
 		if lr.latest {
 			s.byRepo[repoKey{lr.rec.reg.Host, lr.rec.repository}] = lr.rec
@@ -126,40 +140,88 @@ func (s *Store) Record(credentialRef string, reg registry.Registry, repository s
 	changed := !sameRecord(s.byRepo[key], r)
 	s.byRepo[key] = r
 	if credentialRef != "" {
-		changed = changed || !sameRecord(s.byRef[credentialRef], r)
-		s.byRef[credentialRef] = r
+		rk := refKey{credentialRef, host}
+		changed = changed || !sameRecord(s.byRef[rk], r)
+		s.byRef[rk] = r
 	}
 	changed = s.evictLocked() || changed
-	var snapshot []storedRecord
+	var gen uint64
 	if changed && s.state != nil {
-		snapshot = s.snapshotLocked()
+		s.gen++
+		gen = s.gen
 	}
 	s.mu.Unlock()
 
 	// Re-recording what is already stored (every pull of a popular image)
 	// only refreshes its time in memory: the disk is written when something
 	// a restart would need has changed.
-	if snapshot == nil {
+	if gen == 0 {
 		return nil
 	}
-	if err := s.state.save(snapshot); err != nil {
+	if err := s.persist(gen); err != nil {
 		return fmt.Errorf("record pull credential for %s/%s: kept in memory, not persisted: %w", host, repository, err)
 	}
 	return nil
 }
 
+// persist writes the state file once it holds at least generation gen.
+// Saves are serialised and each writes the latest state, snapshotted
+// while it holds saveMu: two concurrent Records can no longer rename an
+// older snapshot over a newer one. A save that finds its change already
+// written by a later one (which snapshotted after it) returns at once.
+func (s *Store) persist(gen uint64) error {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
+	if s.savedGen >= gen {
+		return nil
+	}
+	s.mu.RLock()
+	snapshot, latest := s.snapshotLocked(), s.gen
+	s.mu.RUnlock()
+	if err := s.state.save(snapshot); err != nil {
+		return err
+	}
+	s.savedGen = latest
+	return nil
+}
+
+// RefKey is the key the keychain's Credential.Ref HMAC must use so refs
+// survive a restart along with the records that hold them: derived from
+// the node key (never the encryption key itself), so the same on every
+// start with the same key file. nil for a memory-only Store, whose records
+// die with the process (a random per-process ref key is right there).
+func (s *Store) RefKey() []byte {
+	if s.state == nil {
+		return nil
+	}
+	return append([]byte(nil), s.state.refKey...)
+}
+
 // sameRecord reports whether old already says what r says.
 func sameRecord(old, r *record) bool {
 	return old != nil && old.ref == r.ref && old.reg == r.reg && old.repository == r.repository &&
-		old.doc.Fingerprint() == r.doc.Fingerprint() && old.doc.Source == r.doc.Source
+		old.doc.Identity() == r.doc.Identity() && old.doc.Source == r.doc.Source
 }
 
-// byCredentialRef returns the record a ref names.
-func (s *Store) byCredentialRef(ref string) (*record, bool) {
+// byCredentialRef returns the record a ref names for a canonical host.
+func (s *Store) byCredentialRef(ref, host string) (*record, bool) {
 	s.mu.RLock()
-	r, ok := s.byRef[ref]
+	r, ok := s.byRef[refKey{ref, host}]
 	s.mu.RUnlock()
 	return r, ok
+}
+
+// refKnown reports whether ref was recorded for any host (for the error
+// of a lookup on another host). A scan: it runs on misses only.
+func (s *Store) refKnown(ref string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for k := range s.byRef {
+		if k.ref == ref {
+			return true
+		}
+	}
+	return false
 }
 
 // latest returns the most recent record for host/repository.
@@ -170,7 +232,7 @@ func (s *Store) latest(host, repository string) (*record, bool) {
 	return r, ok
 }
 
-// Len is the number of refs and host/repository pairs held.
+// Len is the number of ref/host and host/repository pairs held.
 func (s *Store) Len() (refs, repositories int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -182,11 +244,12 @@ func (s *Store) Len() (refs, repositories int) {
 func (s *Store) evictLocked() bool {
 	evicted := false
 	for len(s.byRef) > s.max {
-		var oldest string
+		var oldest refKey
 		var at time.Time
+		first := true
 		for k, r := range s.byRef {
-			if oldest == "" || r.at.Before(at) {
-				oldest, at = k, r.at
+			if first || r.at.Before(at) {
+				oldest, at, first = k, r.at, false
 			}
 		}
 		delete(s.byRef, oldest)
@@ -219,8 +282,8 @@ func (s *Store) snapshotLocked() []storedRecord {
 		out = append(out, storedRecord{rec: r})
 		return len(out) - 1
 	}
-	for ref, r := range s.byRef {
-		if ref == r.ref {
+	for k, r := range s.byRef {
+		if k.ref == r.ref && k.host == r.reg.Host {
 			out[add(r)].byRef = true
 		}
 	}

@@ -129,10 +129,10 @@ type NodeCredentials struct {
 // (AWS_ENDPOINT_URL_ECR, AWS_ENDPOINT_URL_STS, GCE_METADATA_HOST,
 // AZURE_AUTHORITY_HOST), so a systemd drop-in can point them elsewhere.
 type Cloud struct {
-	// Ambient lists the providers ("aws", "gcp") whose documents without
-	// keys may use the node's own identity (instance role, IRSA, metadata
-	// server). Empty by default: it lends the node's identity to any pod
-	// that asks for it.
+	// Ambient lists the providers ("aws", "gcp") whose node credential
+	// documents without keys (node_credentials, like {"type":"aws"}) may
+	// use the node's own identity (instance role, IRSA, metadata server).
+	// A pod's document never does: without keys it fails. Empty by default.
 	Ambient []string `toml:"ambient"`
 	// GCPKeyDirs are folders GOOGLE_APPLICATION_CREDENTIALS may name key
 	// files in. None by default: a pod's path could name the node's key.
@@ -247,7 +247,7 @@ func (c Config) validate() (*settings, error) {
 			bad("node_credentials.documents", "%v", err)
 			continue
 		}
-		s.nodeDocs = append(s.nodeDocs, docs...)
+		s.nodeDocs = append(s.nodeDocs, asNode(docs)...)
 	}
 	for i, f := range c.NodeCredentials.DocumentFiles {
 		if !filepath.IsAbs(f) {

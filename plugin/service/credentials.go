@@ -15,12 +15,9 @@ import (
 // recorded in its Store — the source document, so answers are re-minted
 // and a lazy read hours later still gets a live token. The socket's peer
 // uid is read for every connection; only root and credentials_uids get
-// credentials (the CRI calls are guarded by the socket's 0600).
-func (s *Service) withCredentialsService(ctx context.Context) error {
-	store, err := credentials.NewStore(ctx, credentials.StoreConfig{StateDir: s.cfg.StateDir})
-	if err != nil {
-		return err
-	}
+// credentials (the CRI calls are guarded by the socket's 0600). New opens
+// store before the keychain, whose ref key it provides.
+func (s *Service) withCredentialsService(store *credentials.Store) error {
 	srv, err := credentials.NewServer(credentials.Config{
 		Keychain: s.keychain, Store: store, Detector: s.cfg.detector,
 		NodeCredentials: s.NodeCredential, AllowedUIDs: s.cfg.CredentialsUIDs,

@@ -16,6 +16,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/pkg/credclient/remotehosts"
 )
 
 // Labels containerd's CRI puts on the images it manages; an image without
@@ -29,7 +30,7 @@ const (
 // the opaque id (keychain.Credential.Ref) of the credential that pulled
 // it, so a remote snapshotter can ask the Credentials service for exactly
 // that credential. Never a secret.
-const CredentialRefLabel = "containerd.io/snapshot/b9.credential-ref"
+const CredentialRefLabel = remotehosts.CredentialRefLabel
 
 // maxConcurrentDownloads is CRI's default max_concurrent_downloads.
 const maxConcurrentDownloads = 3
@@ -77,7 +78,7 @@ func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host
 		if err == nil {
 			break
 		}
-		if !rejected(err) || !pa.fallback(host) {
+		if !rejected(err) || !pa.fallback(ctx, host) {
 			return "", err
 		}
 		log.G(ctx).WithField("image", named.String()).

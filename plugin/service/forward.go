@@ -19,9 +19,16 @@ import (
 // pinned to the host with server_address: containerd then offers it to
 // that host only, never to a mirror or a redirect target (which get no
 // credential in this mode; use direct mode for per-host credentials).
+//
+// A rejected credential is handled as direct mode's Authorizer does: it is
+// dropped from the keychain (which would otherwise keep serving a revoked
+// or expired ECR token or ACR refresh token until its margin) and the pull
+// is forwarded once more with a freshly minted one, before any fallback.
 func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (string, error) {
 	host := ref.Registry.Host
 	sandbox := withoutCredentialAnnotations(req.GetSandboxConfig(), s.cfg.AnnotationPrefix)
+	// renewed: this source's credential was already re-minted once.
+	renewed := false
 	for {
 		cred, err := pa.credential(ctx, host)
 		if err != nil {
@@ -32,10 +39,21 @@ func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest
 		if err == nil {
 			return resp.GetImageRef(), nil
 		}
-		if !rejected(err) || !pa.fallback(host) {
+		if !rejected(err) {
 			return "", err
 		}
-		log.G(ctx).WithFields(log.Fields{"image": ref.String(), "credential_source": cred.Source}).
+		fields := log.Fields{"image": ref.String(), "credential_source": cred.Source}
+		if !renewed && pa.renew(ctx, host, cred) {
+			renewed = true
+			log.G(ctx).WithFields(fields).
+				Info("b9-resolver: registry rejected the credential; retrying once with a freshly minted one")
+			continue
+		}
+		if !pa.fallback(ctx, host) {
+			return "", err
+		}
+		renewed = false
+		log.G(ctx).WithFields(fields).
 			Info("b9-resolver: registry rejected the credential; trying the next source (isolation fallback)")
 	}
 }

@@ -60,7 +60,7 @@ func (n *nodeCredentials) lookup(ctx context.Context, host string, imageHost boo
 		if err != nil {
 			return candidate{}, false, err
 		}
-		docs = append(docs[:len(docs):len(docs)], parsed...)
+		docs = append(docs[:len(docs):len(docs)], asNode(parsed)...)
 	}
 	if d, ok := pickDocument(docs, host, imageHost); ok {
 		return candidate{tier: tierNode, doc: d}, true, nil
@@ -149,7 +149,17 @@ func (n *nodeCredentials) fromAuthEntry(source, host string, a dockerAuth) (cand
 	if err != nil {
 		return candidate{}, false, err
 	}
+	d.Node = true
 	return candidate{tier: tierNode, doc: d}, true, nil
+}
+
+// asNode marks documents as node credentials (document.Document.Node):
+// only these may use the node's own cloud identity.
+func asNode(docs []document.Document) []document.Document {
+	for i := range docs {
+		docs[i].Node = true
+	}
+	return docs
 }
 
 // helperOutput is the docker-credential-helpers "get" answer.

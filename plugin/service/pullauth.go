@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/log"
+
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
@@ -25,6 +27,9 @@ type pullAuth struct {
 	strict   bool
 
 	mu sync.Mutex
+	// cands are each host's candidates, looked up tier by tier as far as
+	// the pull needed them.
+	cands map[string]*hostCandidates
 	// skip counts the candidates a host has used up: after a registry
 	// rejected one, the retry starts past it (isolation "fallback").
 	skip map[string]int
@@ -39,8 +44,6 @@ type presented struct {
 	// cand is where cred came from (zero for anonymous-by-default).
 	cand  candidate
 	index int
-	// more is true when a fallback candidate remains after this one.
-	more bool
 	// stale is set when the registry rejected cred as expired or revoked:
 	// the next request resolves again, while messages still name it.
 	stale bool
@@ -49,7 +52,7 @@ type presented struct {
 func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSources, strict bool) *pullAuth {
 	p := &pullAuth{
 		kc: kc, detector: det, src: src, strict: strict,
-		skip: map[string]int{}, used: map[string]presented{}, secrets: map[string]struct{}{},
+		cands: map[string]*hostCandidates{}, skip: map[string]int{}, used: map[string]presented{}, secrets: map[string]struct{}{},
 	}
 	for _, d := range src.annotations {
 		p.addDocSecrets(d)
@@ -62,7 +65,9 @@ func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSour
 
 // credential returns the credential for a canonical host: the first
 // candidate that resolves (strict: the first candidate only), anonymous
-// when there is none.
+// when there is none. Candidates are looked up lazily: a later tier (the
+// node's files and docker-credential helpers) is consulted only when the
+// earlier ones are used up or fail.
 func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Credential, error) {
 	p.mu.Lock()
 	if u, ok := p.used[host]; ok && !u.stale {
@@ -72,37 +77,74 @@ func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Creden
 	start := p.skip[host]
 	p.mu.Unlock()
 
-	limit := -1
-	if p.strict {
-		limit = 1
-	}
-	cands, err := p.src.candidates(ctx, host, limit)
-	if err != nil {
-		return keychain.Credential{}, err
-	}
 	reg := p.detector.Detect(host)
-	if len(cands) == 0 {
-		return p.record(host, presented{cred: keychain.Anonymous(reg)}), nil
-	}
 	var lastErr error
-	for i := start; i < len(cands); i++ {
-		c := cands[i]
+	for i := start; !p.strict || i < 1; i++ {
+		c, ok, err := p.candidateAt(ctx, host, i)
+		if err != nil {
+			return keychain.Credential{}, err
+		}
+		if !ok {
+			break
+		}
 		p.addCandidateSecrets(c)
 		cred, err := p.resolve(ctx, reg, c)
 		if err == nil {
-			more := i+1 < len(cands) && !p.strict && !c.public()
-			return p.record(host, presented{cred: cred, cand: c, index: i, more: more}), nil
+			return p.record(host, presented{cred: cred, cand: c, index: i}), nil
 		}
 		lastErr = err
-		if p.strict || c.public() {
+		if c.public() {
 			break
 		}
 	}
-	if lastErr == nil {
-		// Every candidate was used up by earlier rejections.
-		return keychain.Credential{}, errNoMoreCandidates
+	switch {
+	case lastErr != nil:
+		return keychain.Credential{}, lastErr
+	case start == 0:
+		// No source has a credential for the host.
+		return p.record(host, presented{cred: keychain.Anonymous(reg)}), nil
 	}
-	return keychain.Credential{}, lastErr
+	// Every candidate was used up by earlier rejections.
+	return keychain.Credential{}, errNoMoreCandidates
+}
+
+// hostCandidates are a host's candidates as far as they were looked up,
+// in precedence order.
+type hostCandidates struct {
+	mu   sync.Mutex
+	list []candidate
+	// next is the next tier to look up (past tierNode: all were).
+	next tier
+}
+
+// candidateAt returns the host's i-th candidate, looking up tiers only
+// until it is found (each tier once per pull).
+func (p *pullAuth) candidateAt(ctx context.Context, host string, i int) (candidate, bool, error) {
+	p.mu.Lock()
+	hc := p.cands[host]
+	if hc == nil {
+		hc = &hostCandidates{}
+		p.cands[host] = hc
+	}
+	p.mu.Unlock()
+	// Held across a helper run: a concurrent request for the same host
+	// waits for its answer rather than running it again.
+	hc.mu.Lock()
+	defer hc.mu.Unlock()
+	for len(hc.list) <= i && hc.next <= tierNode {
+		c, ok, err := p.src.lookup(ctx, host, hc.next)
+		if err != nil {
+			return candidate{}, false, err
+		}
+		hc.next++
+		if ok {
+			hc.list = append(hc.list, c)
+		}
+	}
+	if i < len(hc.list) {
+		return hc.list[i], true, nil
+	}
+	return candidate{}, false, nil
 }
 
 func (p *pullAuth) resolve(ctx context.Context, reg registry.Registry, c candidate) (keychain.Credential, error) {
@@ -137,34 +179,61 @@ func (p *pullAuth) presentedTo(host string) (presented, bool) {
 
 // fallback moves host past the credential it was offered, for a retry
 // after the registry rejected it. It reports false when there is nothing
-// to fall back to (strict isolation, a public document, the last source).
-func (p *pullAuth) fallback(host string) bool {
+// to fall back to (strict isolation, a public document, the last source);
+// finding that out may look up the next tier (the node's credentials).
+func (p *pullAuth) fallback(ctx context.Context, host string) bool {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	u, ok := p.used[host]
-	if !ok || !u.more {
+	p.mu.Unlock()
+	if !ok || p.strict || u.cand.public() || (u.cand.cred == nil && u.cand.doc.Type == "") {
 		return false
 	}
+	if _, more, err := p.candidateAt(ctx, host, u.index+1); err != nil || !more {
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("registry", host).
+				Warn("b9-resolver: looking up the next credential source failed; not falling back")
+		}
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.skip[host] = u.index + 1
 	delete(p.used, host)
 	return true
 }
 
-// identity is a fingerprint of every credential source of the request, so
-// only pulls that would present the same credentials share one pull.
+// renew handles a registry rejecting cred, a credential the keychain
+// minted: it drops cred from the keychain and resolves host again. It
+// reports whether that gave another credential worth one more try (an
+// expired or revoked token re-minted); a static secret comes back the
+// same and is not presented twice.
+func (p *pullAuth) renew(ctx context.Context, host string, cred keychain.Credential) bool {
+	if cred.Ref == "" || cred.Anonymous {
+		return false
+	}
+	p.Invalidate(cred)
+	fresh, err := p.credential(ctx, host)
+	return err == nil && !fresh.Anonymous && !fresh.Secret.Equal(cred.Secret)
+}
+
+// identity is the full hash of every credential source of the request
+// (never 12-digit fingerprints, which a crafted document could collide
+// with), so only pulls that would present the same credentials share one
+// pull.
 func (p *pullAuth) identity() string {
 	parts := []string{}
 	for _, d := range p.src.annotations {
-		parts = append(parts, d.Fingerprint())
+		parts = append(parts, d.Identity())
 	}
 	if a := p.src.auth; a != nil {
 		if a.cred != nil {
-			parts = append(parts, "auth", a.cred.SourceFingerprint)
+			// A ready identity token: the token is the credential.
+			parts = append(parts, "auth-token", a.cred.Username, a.cred.Secret.Reveal())
 		} else {
-			parts = append(parts, "auth", a.doc.Fingerprint())
+			parts = append(parts, "auth", a.doc.Identity())
 		}
 	}
-	return secret.Fingerprint(parts...)
+	return secret.Hash(parts...)
 }
 
 // Credential implements resolver.Credentials: the resolver's shared

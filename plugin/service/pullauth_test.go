@@ -21,6 +21,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -298,5 +299,39 @@ func TestSourceIsThisPullsEvenOnACacheHit(t *testing.T) {
 	}
 	if second.Source != "annotation "+annKey+".two" {
 		t.Errorf("second pull's source %q, want its own annotation", second.Source)
+	}
+}
+
+// The shared-pull key is the full hash of every source's full identity:
+// pulls share only when every credential is the same, and no 12-digit
+// fingerprint (searchable for a collision) is part of it.
+func TestPullIdentityIsAFullHash(t *testing.T) {
+	const host = "127.0.0.1:5000"
+	id := func(ann map[string]string, auth *runtime.AuthConfig) string {
+		return newTestPullAuth(t, host, ann, auth, nil, true).identity()
+	}
+	alice := id(map[string]string{annKey: "alice:" + canaryPass}, nil)
+	docs, err := document.FromAnnotations(map[string]string{annKey: "alice:" + canaryPass}, "", host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := secret.Hash(docs[0].Identity()); alice != want {
+		t.Fatalf("identity %q, want the full hash of the document's identity %q", alice, want)
+	}
+	if again := id(map[string]string{annKey: "alice:" + canaryPass}, nil); again != alice {
+		t.Error("the same credentials give two shared-pull keys")
+	}
+	tok := func(s string) *runtime.AuthConfig { return &runtime.AuthConfig{IdentityToken: s} }
+	for name, other := range map[string]string{
+		"another password":       id(map[string]string{annKey: "alice:" + canaryPass + "x"}, nil),
+		"an added auth token":    id(map[string]string{annKey: "alice:" + canaryPass}, tok(canaryToken)),
+		"only an identity token": id(nil, tok(canaryToken)),
+	} {
+		if other == alice || len(other) != len(alice) {
+			t.Errorf("%s: shared-pull key %q (alice's %q)", name, other, alice)
+		}
+	}
+	if id(nil, tok(canaryToken)) == id(nil, tok(canaryToken+"x")) {
+		t.Error("two identity tokens share a shared-pull key")
 	}
 }

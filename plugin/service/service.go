@@ -20,6 +20,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
 	"github.com/beam-cloud/b9-resolver/internal/unixsock"
+	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 )
 
 // Service is the b9 CRI image service. Build it with New, serve it with
@@ -108,6 +109,18 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		keychain.WithRefreshFraction(s.RefreshFraction),
 		keychain.WithMintTimeout(s.mintTimeout),
 	}, cloudProviders(s.Cloud)...)
+	// The Credentials service's records, opened first: with a state dir
+	// they persist, and the refs they are looked up by (snapshot labels)
+	// must then be the same after a restart, so the keychain's ref key
+	// comes from the node key. Memory-only records keep the keychain's
+	// random per-process key.
+	store, err := credentials.NewStore(context.Background(), credentials.StoreConfig{StateDir: s.StateDir})
+	if err != nil {
+		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
+	}
+	if k := store.RefKey(); k != nil {
+		kopts = append(kopts, keychain.WithRefKey(k))
+	}
 	// Options given to New come last, so they can replace a provider.
 	kopts = append(kopts, o.keychainOpts...)
 
@@ -142,7 +155,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		criCon: criCon,
 		cri:    runtime.NewImageServiceClient(criCon),
 	}
-	if err := svc.withCredentialsService(context.Background()); err != nil {
+	if err := svc.withCredentialsService(store); err != nil {
 		svc.Close()
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
 	}

@@ -15,6 +15,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 )
 
 // fakeCRI is containerd's CRI image service as forward mode sees it: it
@@ -361,5 +364,41 @@ func TestOnPulledReportsTheAcceptedCredential(t *testing.T) {
 	if p.ImageID != "sha256:abc" || p.Image.Repository != "a/b" || p.Credential.Ref == "" ||
 		p.Document == nil || p.Document.Source != "annotation "+annKey {
 		t.Errorf("Pulled = id %q repo %q ref %q doc %v; want the annotation's document and ref", p.ImageID, p.Image.Repository, p.Credential.Ref, p.Document != nil)
+	}
+}
+
+// With a state dir the Credentials records persist, so the refs on
+// snapshot labels must survive a restart: a re-built service (same state
+// dir, so the same node key) gives a document the same ref; another node
+// key gives another. Without a state dir refs are random per process.
+func TestRefsSurviveRestartWithState(t *testing.T) {
+	stateA, stateB := filepath.Join(shortDir(t), "state"), filepath.Join(shortDir(t), "state")
+	docs, err := document.Parse("annotation "+annKey, "alice:"+canaryPass, "127.0.0.1:5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := func(stateDir string) string {
+		t.Helper()
+		svc, err := New(Config{ContainerdAddress: filepath.Join(shortDir(t), "containerd.sock"), PullMode: PullForward,
+			Address: filepath.Join(shortDir(t), "b9.sock"), StateDir: stateDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer svc.Close()
+		c, err := svc.Keychain().Resolve(ctxT(t), registry.Detect("127.0.0.1:5000"), docs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Ref
+	}
+	first := ref(stateA)
+	if again := ref(stateA); again != first {
+		t.Errorf("same state dir, refs %s and %s: labels would not survive a restart", first, again)
+	}
+	if other := ref(stateB); other == first {
+		t.Error("another node key gave the same ref")
+	}
+	if a, b := ref(""), ref(""); a == b {
+		t.Error("memory-only services share a ref key")
 	}
 }

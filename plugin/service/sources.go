@@ -48,30 +48,28 @@ type requestSources struct {
 	node *nodeCredentials
 }
 
-// candidates returns, in precedence order, up to limit candidates for a
-// canonical host (limit < 0: all). A document without "registry" applies
-// only to the image's own host, never to a mirror or another registry the
-// pull is sent to, so a pod's secret is not offered to hosts it was not
-// written for.
-func (r *requestSources) candidates(ctx context.Context, host string, limit int) ([]candidate, error) {
-	var out []candidate
-	full := func() bool { return limit >= 0 && len(out) >= limit }
-	if d, ok := pickDocument(r.annotations, host, host == r.imageHost); ok {
-		out = append(out, candidate{tier: tierAnnotation, doc: d})
-	}
-	if r.auth != nil && !full() && applies(r.auth.registry(), host, r.imageHost) {
-		out = append(out, *r.auth)
-	}
-	if r.node != nil && !full() {
-		c, ok, err := r.node.lookup(ctx, host, host == r.imageHost)
-		if err != nil {
-			return nil, err
+// lookup returns the candidate tier t offers a canonical host, if any.
+// A document without "registry" applies only to the image's own host,
+// never to a mirror or another registry the pull is sent to, so a pod's
+// secret is not offered to hosts it was not written for. Only the node
+// tier costs anything (files read, helpers run): pullAuth asks for it only
+// once the earlier tiers are used up.
+func (r *requestSources) lookup(ctx context.Context, host string, t tier) (candidate, bool, error) {
+	switch t {
+	case tierAnnotation:
+		if d, ok := pickDocument(r.annotations, host, host == r.imageHost); ok {
+			return candidate{tier: tierAnnotation, doc: d}, true, nil
 		}
-		if ok {
-			out = append(out, c)
+	case tierAuth:
+		if r.auth != nil && applies(r.auth.registry(), host, r.imageHost) {
+			return *r.auth, true, nil
+		}
+	case tierNode:
+		if r.node != nil {
+			return r.node.lookup(ctx, host, host == r.imageHost)
 		}
 	}
-	return out, nil
+	return candidate{}, false, nil
 }
 
 func (c candidate) registry() string {

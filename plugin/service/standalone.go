@@ -13,8 +13,13 @@ import (
 	"github.com/pelletier/go-toml/v2"
 )
 
-// pluginURI is the plugin's key under [plugins] in a containerd config.
-const pluginURI = "io.containerd.grpc.v1.b9-resolver"
+// PluginID is the plugin's id, and PluginURI its key under [plugins] in a
+// containerd config (package plugin registers it; standalone mode reads
+// the same table).
+const (
+	PluginID  = "b9-resolver"
+	PluginURI = "io.containerd.grpc.v1." + PluginID
+)
 
 // LoadConfigFile reads the standalone daemon's config: either a containerd
 // config.toml holding [plugins.'io.containerd.grpc.v1.b9-resolver'] (so
@@ -31,9 +36,9 @@ func LoadConfigFile(path string) (*Config, error) {
 	}
 	table := b
 	if plugins, ok := top["plugins"].(map[string]any); ok {
-		sub, ok := plugins[pluginURI]
+		sub, ok := plugins[PluginURI]
 		if !ok {
-			return nil, fmt.Errorf("b9-resolver config %s: no [plugins.'%s'] table: %w", path, pluginURI, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("b9-resolver config %s: no [plugins.'%s'] table: %w", path, PluginURI, errdefs.ErrInvalidArgument)
 		}
 		if table, err = toml.Marshal(sub); err != nil {
 			return nil, fmt.Errorf("b9-resolver config %s: %w", path, err)

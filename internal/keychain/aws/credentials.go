@@ -42,9 +42,16 @@ func (p *Provider) sourceFor(ctx context.Context, doc document.Document) (source
 			id:    hashParts("static", akid, sk, st),
 		}, nil
 	}
+	// The node's identity is a node credential source (DESIGN §3): a pod's
+	// document (an annotation, PullImageRequest.auth) never reaches it,
+	// whatever the node enables.
+	if !doc.Node {
+		return source{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAWSAccessKeyID,
+			Reason: "missing; a pod's aws document needs keys (the node's own AWS identity is only for node credentials)"}
+	}
 	if !p.ambient {
 		return source{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAWSAccessKeyID,
-			Reason: "missing; this node does not lend its own AWS identity to documents without keys"}
+			Reason: "missing; this node does not lend its own AWS identity to documents without keys (cloud.ambient)"}
 	}
 	creds, err := p.ambientCredentials(ctx)
 	if err != nil {

@@ -30,10 +30,10 @@ func WithHTTPClient(c *http.Client) Option {
 	}
 }
 
-// WithAmbient lets documents without keys use the node's own identity
-// through the SDK's default chain (environment, shared files, web identity
-// / IRSA, ECS and EC2 instance roles). Off by default: on a shared node it
-// lends the node's identity to every pod that asks.
+// WithAmbient lets node credential documents (document.Document.Node)
+// without keys use the node's own identity through the SDK's default chain
+// (environment, shared files, web identity / IRSA, ECS and EC2 instance
+// roles). A pod's document never does. Off by default.
 func WithAmbient(enabled bool) Option { return func(p *Provider) { p.ambient = enabled } }
 
 // WithGetenv replaces os.Getenv for the endpoint variables (tests).

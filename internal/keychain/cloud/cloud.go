@@ -11,12 +11,13 @@ import (
 // the safe default: tenant documents only, no node identity, Google-only
 // token endpoints, no key files on the node.
 type Config struct {
-	// AWSAmbient lets a document of type aws without keys use the node's
-	// AWS identity (the SDK default chain: IRSA, Pod Identity, instance
-	// profile).
+	// AWSAmbient lets a node credential document (Document.Node) of type
+	// aws without keys use the node's AWS identity (the SDK default chain:
+	// IRSA, Pod Identity, instance profile). A pod's document never does.
 	AWSAmbient bool
-	// GCPAmbient lets a document of type gcp without keys use the metadata
-	// server's token (GCE_METADATA_HOST overrides its address).
+	// GCPAmbient lets a node credential document of type gcp without keys
+	// use the metadata server's token (GCE_METADATA_HOST overrides its
+	// address). A pod's document never does.
 	GCPAmbient bool
 	// GCPKeyDirs are the directories GOOGLE_APPLICATION_CREDENTIALS may
 	// name a key file under.

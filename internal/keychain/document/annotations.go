@@ -50,24 +50,43 @@ func FromAnnotations(annotations map[string]string, prefix, host string) ([]Docu
 	return docs, nil
 }
 
-// Select returns the document for a canonical host: the first naming that
-// registry, else the first naming none.
+// Select returns the document for the image's own registry: the first
+// naming that host, else the first naming none. A pod's documents come
+// before the node's (Node) whatever their order: node credentials are
+// the lowest precedence (DESIGN §3).
 func Select(docs []Document, host string) (Document, bool) {
-	for _, d := range docs {
-		if d.Registry == host {
-			return d, true
+	for _, node := range []bool{false, true} {
+		for _, d := range docs {
+			if d.Node == node && d.Registry == host {
+				return d, true
+			}
+		}
+		for _, d := range docs {
+			if d.Node == node && d.Registry == "" {
+				return d, true
+			}
 		}
 	}
+	return Document{}, false
+}
+
+// SelectNamed returns the first document naming host. A host serving as a
+// mirror of the image's registry takes only these: a document without a
+// registry means "the image's registry", and its secret is not the
+// mirror's.
+func SelectNamed(docs []Document, host string) (Document, bool) {
 	for _, d := range docs {
-		if d.Registry == "" {
+		if d.Registry == host {
 			return d, true
 		}
 	}
 	return Document{}, false
 }
 
-// fingerprint hashes the type, registry and sorted key/value pairs.
-func fingerprint(d Document) string {
+// identify hashes the type, registry and sorted key/value pairs: the full
+// hash is the document's identity (cache keys), its 12-digit prefix the
+// fingerprint people see.
+func identify(d Document) (fingerprint, identity string) {
 	keys := make([]string, 0, len(d.Keys))
 	for k := range d.Keys {
 		keys = append(keys, k)
@@ -78,7 +97,7 @@ func fingerprint(d Document) string {
 	for _, k := range keys {
 		parts = append(parts, k, d.Keys[k].Reveal())
 	}
-	return secret.Fingerprint(parts...)
+	return secret.Fingerprint(parts...), secret.Hash(parts...)
 }
 
 // New builds a document from keys (for PullImageRequest.auth and node

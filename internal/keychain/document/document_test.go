@@ -361,3 +361,50 @@ func sameKeys(d Document, keys []string) bool {
 	}
 	return true
 }
+
+func TestSelectNamed(t *testing.T) {
+	docs, err := Parse("x", `[{"USERNAME":"u","PASSWORD":"p"},{"registry":"mirror.corp","USERNAME":"m","PASSWORD":"q"}]`, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := SelectNamed(docs, "mirror.corp"); !ok || d.Get(KeyUsername).Reveal() != "m" {
+		t.Fatal("the mirror's own document was not selected")
+	}
+	if _, ok := SelectNamed(docs, "other.corp"); ok {
+		t.Fatal("a registry-less document was given to a mirror")
+	}
+	if d, ok := Select(docs, "other.corp"); !ok || d.Get(KeyUsername).Reveal() != "u" {
+		t.Fatal("Select lost the registry-less document for the image's registry")
+	}
+}
+
+// Identity is the full sha256 of what Fingerprint shows 12 digits of:
+// stable across forms, distinct per credential and per tier.
+func TestIdentity(t *testing.T) {
+	doc := func(text string) Document {
+		d, err := Parse("x", text, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d[0]
+	}
+	a := doc(`{"USERNAME":"u","PASSWORD":"p1"}`)
+	id := a.Identity()
+	if !strings.HasPrefix(id, "sha256:") || len(id) != len("sha256:")+64 {
+		t.Fatalf("identity form %q", id)
+	}
+	if !strings.HasPrefix(id, a.Fingerprint()) {
+		t.Errorf("fingerprint %s is not the display prefix of the identity", a.Fingerprint())
+	}
+	if id != doc("u:p1").Identity() || id != doc(`{"PASSWORD":"p1","USERNAME":"u"}`).Identity() {
+		t.Error("the same credential in two forms has two identities")
+	}
+	if doc(`{"USERNAME":"u","PASSWORD":"p2"}`).Identity() == id {
+		t.Error("two credentials share an identity")
+	}
+	node := a
+	node.Node = true
+	if node.Identity() == id || len(node.Identity()) != len(id) {
+		t.Errorf("a node document shares the pod document's identity (%q)", node.Identity())
+	}
+}

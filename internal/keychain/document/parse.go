@@ -35,8 +35,15 @@ type Document struct {
 	// listed in Ignored) as beta9's ParseCredentialsFromEnv does.
 	Keys    map[string]secret.Secret
 	Ignored []string
+	// Node marks a node credential (the plugin config's documents and
+	// files, docker config.json, ctr-b9 --node-document), as opposed to a
+	// pod's (annotations, PullImageRequest.auth). Only node documents may
+	// use the node's own cloud identity (DESIGN §3). Parse never sets it:
+	// whoever builds a node document does. It is part of Fingerprint.
+	Node bool
 
 	fingerprint string
+	identity    string
 }
 
 // Get returns a key's value (empty if absent).
@@ -47,8 +54,28 @@ func (d Document) Has(key string) bool { return !d.Keys[key].IsZero() }
 
 // Fingerprint identifies the source credential: sha256 over the type,
 // registry and every key and value. Two documents with the same
-// fingerprint mint the same registry credential.
-func (d Document) Fingerprint() string { return d.fingerprint }
+// fingerprint mint the same registry credential, so the tier is part of
+// it: a node document and a pod's with the same keys (none, for the
+// node's cloud identity) never share a cache entry.
+func (d Document) Fingerprint() string {
+	if d.Node && d.fingerprint != "" {
+		return secret.Fingerprint("node", d.fingerprint)
+	}
+	return d.fingerprint
+}
+
+// Identity is the full-length form of Fingerprint (all 64 hex digits of
+// the same sha256, the tier included): what caches and maps key a source
+// credential by, so no two tenants' documents share an entry short of a
+// sha256 collision. Fingerprint's 12 digits are for display only. Never
+// show an Identity: it is unsalted, and a guessable secret could be
+// tested against it offline.
+func (d Document) Identity() string {
+	if d.Node && d.identity != "" {
+		return secret.Hash("node", d.identity)
+	}
+	return d.identity
+}
 
 // Matches reports whether the document applies to a canonical host.
 func (d Document) Matches(host string) bool { return d.Registry == "" || d.Registry == host }
@@ -231,7 +258,7 @@ func finish(source, field, reg, typ string, keys map[string]secret.Secret, ignor
 	if err := checkKeys(source, join(field, "credentials"), d); err != nil {
 		return Document{}, err
 	}
-	d.fingerprint = fingerprint(d)
+	d.fingerprint, d.identity = identify(d)
 	return d, nil
 }
 
@@ -274,7 +301,8 @@ func checkKeys(source, field string, d Document) error {
 			return fieldErr(source, field, "type token needs one of %s", strings.Join(TokenKeys, ", "))
 		}
 	case TypeAWS:
-		// No keys at all means the node's ambient AWS identity (when enabled).
+		// No keys at all means the node's ambient AWS identity: for a node
+		// document, when the node enables it.
 		if d.Has(KeyAWSAccessKeyID) != d.Has(KeyAWSSecretKey) {
 			if d.Has(KeyAWSAccessKeyID) {
 				return need(KeyAWSSecretKey)

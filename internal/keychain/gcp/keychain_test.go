@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
 )
@@ -101,5 +103,26 @@ func BenchmarkResolveWarm(b *testing.B) {
 	cloudemu.BenchmarkResolve(b, func() error { _, err := kc.Resolve(ctx, r, doc); return err })
 	if n := g.Calls(cloudemu.APIGoogleToken); n != 1 {
 		b.Fatalf("token calls %d during a warm benchmark", n)
+	}
+}
+
+// The node's metadata token, once cached for a node document, is not
+// served to a pod's keyless document: the tier is part of the cache key.
+func TestNodeTokenNotSharedWithPodDocument(t *testing.T) {
+	g := cloudemu.NewGCP(t)
+	t.Setenv("GCE_METADATA_HOST", g.MetadataHost())
+	kc := newKeychain(t, newProvider(WithAmbient(true)))
+	ctx := context.Background()
+	pod := gcpDoc(t)
+	node := pod
+	node.Node = true
+	if _, err := kc.Resolve(ctx, reg("gcr.io"), node); err != nil {
+		t.Fatalf("node document: %v", err)
+	}
+	if c, err := kc.Resolve(ctx, reg("gcr.io"), pod); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("pod document after a node mint: %v (provider %q), want InvalidArgument", err, c.Provider)
+	}
+	if n := g.Calls(cloudemu.APIGCEMetadataToken); n != 1 {
+		t.Errorf("metadata calls %d, want 1 (the node document's)", n)
 	}
 }

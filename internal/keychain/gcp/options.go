@@ -36,9 +36,10 @@ func WithHTTPClient(c *http.Client) Option {
 	}
 }
 
-// WithAmbient lets documents without a key or token use the node's
-// metadata-server identity (GCE_METADATA_HOST redirects it). Off by
-// default: on a shared node it lends the node's identity to every pod.
+// WithAmbient lets node credential documents (document.Document.Node)
+// without a key or token use the node's metadata-server identity
+// (GCE_METADATA_HOST redirects it). A pod's document never does. Off by
+// default.
 func WithAmbient(enabled bool) Option { return func(p *Provider) { p.ambient = enabled } }
 
 // WithScopes sets the OAuth scopes asked for with a service-account key.

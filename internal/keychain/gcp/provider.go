@@ -46,7 +46,7 @@ func New(opts ...Option) keychain.Provider {
 func (*Provider) Type() document.Type { return document.TypeGCP }
 
 // Mint prefers a service-account key (it can be re-minted) to a bare
-// access token (it cannot), and uses the node's identity only for a
+// access token (it cannot), and uses the node's identity only for a node
 // document with neither.
 func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document.Document) (keychain.Minted, error) {
 	switch reg.Kind {
@@ -65,11 +65,16 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 		// the registry's 401 says so.
 		return keychain.Minted{Username: Username, Secret: doc.Get(document.KeyGCPAccessToken),
 			ExpiresAt: p.now().Add(p.accessTokenLife), Provider: "gcp/access-token"}, nil
+	case !doc.Node:
+		// The node's identity is a node credential source (DESIGN §3): a
+		// pod's document never reaches it, whatever the node enables.
+		return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyGoogleAppCreds,
+			Reason: "missing; a pod's gcp document needs a service-account key or GCP_ACCESS_TOKEN (the node's own identity is only for node credentials)"}
 	case p.ambient:
 		return p.metadataToken(ctx)
 	}
 	return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyGoogleAppCreds,
-		Reason: "missing; type gcp needs a service-account key or GCP_ACCESS_TOKEN (this node does not lend its own identity)"}
+		Reason: "missing; type gcp needs a service-account key or GCP_ACCESS_TOKEN (this node does not lend its own identity; cloud.ambient)"}
 }
 
 // CacheScope is one scope for every Google registry: an access token opens

@@ -210,18 +210,28 @@ func TestThrottleRecovers(t *testing.T) {
 	}
 }
 
-// The metadata server (GCE_METADATA_HOST) serves documents without keys
-// only when the node enables it; a token near expiry is waited out.
+// The metadata server (GCE_METADATA_HOST) serves node documents without
+// keys only when the node enables it, and a pod's document never; a token
+// near expiry is waited out.
 func TestMetadata(t *testing.T) {
 	g := cloudemu.NewGCP(t)
 	t.Setenv("GCE_METADATA_HOST", g.MetadataHost())
 	ctx := context.Background()
-	doc := gcpDoc(t, document.KeyGCPProjectID, "proj")
+	pod := gcpDoc(t, document.KeyGCPProjectID, "proj")
+	doc := pod
+	doc.Node = true
 
 	if _, err := newProvider().Mint(ctx, reg("gcr.io"), doc); !errdefs.IsInvalidArgument(err) || g.Calls(cloudemu.APIGCEMetadataToken) != 0 {
 		t.Fatalf("ambient off: %v, %d metadata calls", err, g.Calls(cloudemu.APIGCEMetadataToken))
 	}
 	p := newProvider(WithAmbient(true))
+	// A pod's keyless document (an annotation's {"type":"gcp"}) does not
+	// borrow the node's service account, even with ambient enabled.
+	_, err := p.Mint(ctx, reg("gcr.io"), pod)
+	if !errdefs.IsInvalidArgument(err) || g.Calls(cloudemu.APIGCEMetadataToken) != 0 ||
+		!strings.Contains(err.Error(), "a pod's gcp document needs") || !strings.Contains(err.Error(), "only for node credentials") {
+		t.Fatalf("pod document, ambient on: %v, %d metadata calls; want InvalidArgument and none", err, g.Calls(cloudemu.APIGCEMetadataToken))
+	}
 	m, err := p.Mint(ctx, reg("gcr.io"), doc)
 	if err != nil || m.Provider != "gcp/metadata" || !g.Valid(m.Secret.Reveal(), time.Now()) {
 		t.Fatalf("ambient: %+v, %v", m, err)
