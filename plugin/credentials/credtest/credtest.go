@@ -3,6 +3,7 @@ package credtest
 import (
 	"context"
 	"path/filepath"
+	"runtime"
 	"sync/atomic"
 	"testing"
 
@@ -46,12 +47,12 @@ func Start(t testing.TB, cfg credentials.Config) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &Env{Keychain: cfg.Keychain, Store: cfg.Store, Server: srv, Addr: filepath.Join(t.TempDir(), "b9.sock")}
+	e := &Env{Keychain: cfg.Keychain, Store: cfg.Store, Server: srv, Addr: filepath.Join(t.TempDir(), "b9", "b9.sock")}
 	l, err := credentials.Listen(e.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.Creds(credentials.PeerCredentials()),
+	g := grpc.NewServer(grpc.Creds(credentials.PeerCredentials()), grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			e.rpcs.Add(1)
 			return h(ctx, req)

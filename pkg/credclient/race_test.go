@@ -1,5 +1,0 @@
-//go:build race
-
-package credclient_test
-
-const raceEnabled = true
