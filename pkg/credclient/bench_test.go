@@ -1,8 +1,14 @@
 package credclient_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -80,4 +86,71 @@ func BenchmarkGetCredentialsCached(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestServeCredentialsForBenchmark is not a test: it is the server half of
+// BenchmarkGetCredentialsSocketCrossProcess, run in a child process so the
+// client's and the server's goroutines and GC do not share one runtime, as
+// with CLIP and the plugin on a node.
+func TestServeCredentialsForBenchmark(t *testing.T) {
+	if os.Getenv("B9_BENCH_SERVE") != "1" {
+		t.Skip("server half of BenchmarkGetCredentialsSocketCrossProcess")
+	}
+	e := start(t)
+	e.Pull(t, host, "team/app", basic("a", canary))
+	fmt.Printf("ADDR %s\n", e.Addr)
+	_, _ = io.Copy(io.Discard, os.Stdin) // serve until the parent closes stdin
+}
+
+// BenchmarkGetCredentialsSocketCrossProcess is a warm round trip to a
+// server in another process (client cache off), reporting p50/p99.
+func BenchmarkGetCredentialsSocketCrossProcess(b *testing.B) {
+	cmd := exec.Command(os.Args[0], "-test.run=^TestServeCredentialsForBenchmark$", "-test.v")
+	cmd.Env = append(os.Environ(), "B9_BENCH_SERVE=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { stdin.Close(); _ = cmd.Wait() })
+	addr := ""
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		if a, ok := strings.CutPrefix(sc.Text(), "ADDR "); ok {
+			addr = a
+			break
+		}
+	}
+	if addr == "" {
+		b.Fatal("the server process printed no address")
+	}
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	c := client(b, addr, credclient.WithCacheTTL(0))
+	req := credclient.Request{Host: host, Repository: "team/app"}
+	ctx := context.Background()
+	for range 1000 { // warm: connection, server caches
+		if _, err := c.GetCredentials(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := make([]time.Duration, 0, b.N)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		if _, err := c.GetCredentials(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(pct(lat, .5).Nanoseconds()), "p50-ns")
+	b.ReportMetric(float64(pct(lat, .99).Nanoseconds()), "p99-ns")
 }

@@ -9,6 +9,11 @@ import (
 	"github.com/distribution/reference"
 )
 
+// MaxReferenceLength bounds an image reference: a 253-character host, a
+// port, a 255-character repository, a 128-character tag and a digest fit
+// well inside it.
+const MaxReferenceLength = 1024
+
 // Reference is a parsed image reference.
 type Reference struct {
 	// Named is the normalised reference ("docker.io/library/ubuntu:latest").
@@ -46,6 +51,12 @@ func (d *Detector) ParseReference(s string) (Reference, error) {
 	}
 	if raw == "" {
 		return Reference{}, invalidReference(reference.ErrNameEmpty)
+	}
+	if len(raw) > MaxReferenceLength {
+		// The grammar's regexps run in time linear in the input but with a
+		// large constant: a megabyte-long "reference" in a PullImage request
+		// would hold a pull for seconds. No valid reference comes close.
+		return Reference{}, fmt.Errorf("image reference: longer than %d characters: %w", MaxReferenceLength, errdefs.ErrInvalidArgument)
 	}
 	named, err := reference.ParseNormalizedNamed(raw)
 	if err != nil {

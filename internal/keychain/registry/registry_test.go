@@ -152,6 +152,7 @@ func TestParseReferenceInvalid(t *testing.T) {
 		{"-bad.example.com/app", "invalid reference format"},
 		{"host:99999999/app", "invalid reference format"},
 		{"ghcr.io/" + strings.Repeat("a", 300), "longer than"},
+		{"ghcr.io/" + strings.Repeat("a/b", 1<<20), "longer than 1024 characters"},
 		{"registry.example.com//app", "invalid reference format"},
 		{"ubuntu\x00", "invalid reference format"},
 		{"http://registry.example.com/app", "invalid reference format"},
