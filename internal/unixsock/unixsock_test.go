@@ -1,0 +1,68 @@
+package unixsock
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/containerd/errdefs"
+)
+
+func TestListen(t *testing.T) {
+	root := t.TempDir()
+	addr := filepath.Join(root, "b9", "b9.sock")
+	l, err := Listen(t.Context(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]os.FileMode{filepath.Dir(addr): 0o700, addr: 0o600} {
+		fi, err := os.Stat(path)
+		if err != nil || fi.Mode().Perm() != want {
+			t.Errorf("%s mode %v, want %v", path, fi.Mode().Perm(), want)
+		}
+	}
+
+	// A live socket is refused; nothing is removed.
+	if _, err := Listen(t.Context(), addr); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("second listener on a live socket: %v", err)
+	}
+	if c, err := net.Dial("unix", addr); err != nil {
+		t.Errorf("the live socket was disturbed: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// A stale one (nothing answering) is replaced.
+	if ul, ok := l.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	l.Close()
+	if _, err := os.Lstat(addr); err != nil {
+		t.Fatalf("stale socket not left behind for the test: %v", err)
+	}
+	l, err = Listen(t.Context(), addr)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l.Close()
+
+	// Not a socket, or a relative path: refused.
+	file := filepath.Join(root, "file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	if _, err := Listen(t.Context(), file); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("regular file: %v", err)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "x" {
+		t.Error("a regular file was replaced")
+	}
+	if _, err := Listen(t.Context(), "relative.sock"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("relative path: %v", err)
+	}
+
+	// Remove takes only sockets.
+	Remove(file)
+	if _, err := os.Stat(file); err != nil {
+		t.Error("Remove deleted a regular file")
+	}
+}
