@@ -23,4 +23,7 @@
 // Hosts come from containerd's hosts.toml support (core/remotes/docker/config),
 // which this package validates first: containerd silently ignores a hosts.toml
 // it cannot parse, which is how a mirror or CA setting quietly stops applying.
+// Each host's validated configuration, with its http.Client and so its open
+// connections, is kept across pulls until its hosts.toml (or directory)
+// changes; only the Authorizer is bound per pull.
 package resolver

@@ -1,7 +1,6 @@
 package resolver
 
 import (
-	"context"
 	"crypto/tls"
 	"fmt"
 	"net/http"
@@ -26,6 +25,7 @@ type Resolver struct {
 	updateClient  config.UpdateClientFunc
 	trusted       map[string]bool
 	detector      *registry.Detector
+	hostsCache    hostsCache
 }
 
 // Option configures a Resolver.
@@ -61,7 +61,9 @@ func WithDefaultScheme(s string) Option { return func(r *Resolver) { r.defaultSc
 func WithTLSConfig(c *tls.Config) Option { return func(r *Resolver) { r.tlsConfig = c } }
 
 // WithUpdateClient lets the caller adjust each host's http.Client (its
-// transport, a dialer) after hosts.toml was applied.
+// transport, a dialer) after hosts.toml was applied. It runs when a host's
+// configuration is (re)built, not per pull, and the client it adjusts is
+// shared by every pull of that host: it must not capture per-pull state.
 func WithUpdateClient(f config.UpdateClientFunc) Option {
 	return func(r *Resolver) { r.updateClient = f }
 }
@@ -116,20 +118,18 @@ func (r *Resolver) Hosts(creds Credentials) docker.RegistryHosts {
 			return nil, fmt.Errorf("registry host: %w", err)
 		}
 		upstream := r.detector.Detect(upstreamHost)
-		if err := r.checkHostsFile(host); err != nil {
+		cached, err := r.configuredHosts(host)
+		if err != nil {
 			return nil, err
 		}
-		hosts, err := config.ConfigureHosts(context.Background(), config.HostOptions{
-			HostDir:       r.hostDir,
-			DefaultTLS:    r.tlsConfig,
-			DefaultScheme: r.defaultScheme,
-			UpdateClient:  r.updateClient,
-		})(host)
-		if err != nil {
-			return nil, fmt.Errorf("registry hosts for %s: %w", host, err)
-		}
+		// The cached hosts are shared by every pull: this pull's copy gets
+		// its own Authorizer, header map and client value (over the shared
+		// transport, so connections are reused across pulls).
+		hosts := make([]docker.RegistryHost, len(cached))
+		copy(hosts, cached)
 		for i := range hosts {
 			rh := &hosts[i]
+			rh.Header = rh.Header.Clone()
 			canonical, err := registry.NormalizeHost(rh.Host)
 			if err != nil {
 				return nil, fmt.Errorf("registry host %s (from hosts.toml for %s): %w", rh.Host, host, err)
@@ -171,18 +171,4 @@ func (r *Resolver) hostDir(host string) (string, error) {
 		}
 	}
 	return "", errdefs.ErrNotFound
-}
-
-func (r *Resolver) checkHostsFile(host string) error {
-	if len(r.roots) == 0 {
-		return nil
-	}
-	dir, err := r.hostDir(host)
-	if errdefs.IsNotFound(err) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	return checkHostsFile(dir)
 }

@@ -1,6 +1,7 @@
 package registrytest
 
 import (
+	"net"
 	"net/http"
 	"time"
 )
@@ -55,6 +56,7 @@ type config struct {
 	blobHostName  string
 	blobDelay     time.Duration
 	middleware    []func(http.Handler) http.Handler
+	connState     func(Server, net.Conn, http.ConnState)
 	logf          func(format string, args ...any)
 }
 
@@ -152,4 +154,12 @@ func WithMiddleware(mw func(http.Handler) http.Handler) Option {
 // headers). t.Logf is the usual choice.
 func WithLogf(logf func(format string, args ...any)) Option {
 	return func(c *config) { c.logf = logf }
+}
+
+// WithConnState calls f on every connection state change at the registry's
+// listeners, naming the listener (the registry's own also serves /token
+// unless WithSeparateTokenHost). Count http.StateNew to count TCP
+// connections, and so connection reuse across pulls.
+func WithConnState(f func(s Server, c net.Conn, state http.ConnState)) Option {
+	return func(c *config) { c.connState = f }
 }

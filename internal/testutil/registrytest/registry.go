@@ -199,9 +199,16 @@ func start(t testing.TB, cfg *config) (*Registry, error) {
 	if blobSrv != nil {
 		blobSrv.Config.Handler = r.rec.wrap(ServerBlob, http.HandlerFunc(r.serveObject))
 	}
-	for _, s := range []*httptest.Server{main, tokenSrv, blobSrv} {
+	for _, ls := range []struct {
+		s    *httptest.Server
+		name Server
+	}{{main, ServerRegistry}, {tokenSrv, ServerToken}, {blobSrv, ServerBlob}} {
+		s := ls.s
 		if s == nil {
 			continue
+		}
+		if f, name := cfg.connState, ls.name; f != nil {
+			s.Config.ConnState = func(c net.Conn, st http.ConnState) { f(name, c, st) }
 		}
 		if cfg.tls {
 			s.TLS = &tls.Config{Certificates: []tls.Certificate{r.ca.serving}, MinVersion: tls.VersionTLS12}
