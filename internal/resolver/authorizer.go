@@ -373,7 +373,7 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 	if unauthorized(responses, true) > 1 {
 		return h.rejected(p, rc)
 	}
-	log.G(ctx).WithField("host", h.b.Host).WithField("error", truncate(p.err, 64)).
+	log.G(ctx).WithField("host", h.b.Host).WithField("error", keychain.OneLine(p.err, 64)).
 		Debug("registry rejected the authorization; dropped it, retrying once")
 	return nil
 }
@@ -390,7 +390,7 @@ func (h *hostAuthorizer) rejected(p parsed, rc *resolved) error {
 	}
 	reason := ""
 	if p.err != "" {
-		reason = " (" + truncate(p.err, 64) + ")"
+		reason = " (" + keychain.OneLine(p.err, 64) + ")"
 	}
 	what, retried := "the credentials", "after they were resolved again"
 	if p.scheme == schemeBearer {
@@ -424,12 +424,4 @@ func unauthorized(responses []*http.Response, withAuth bool) int {
 		}
 	}
 	return n
-}
-
-// truncate bounds a registry-supplied string quoted in messages.
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

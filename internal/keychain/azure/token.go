@@ -149,7 +149,7 @@ func acrDetail(body []byte) string {
 	if json.Unmarshal(body, &r) != nil || len(r.Errors) == 0 {
 		return ""
 	}
-	return oneLine(r.Errors[0].Code+": "+r.Errors[0].Message, 200)
+	return keychain.OneLine(r.Errors[0].Code+": "+r.Errors[0].Message, 200)
 }
 
 // refreshExpiry reads exp from the refresh token's JWT claims.
@@ -185,35 +185,11 @@ func classifyAAD(ctx context.Context, api string, attempts int, err error) error
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s: no answer in time (%d attempts): %w", api, attempts, ctx.Err())
 		}
-		return fmt.Errorf("%s: authority unreachable or answered garbage: %s: %w", api, oneLine(err.Error(), 300), errdefs.ErrUnavailable)
+		return fmt.Errorf("%s: authority unreachable or answered garbage: %s: %w", api, keychain.OneLine(err.Error(), 300), errdefs.ErrUnavailable)
 	}
 	code := re.Response.StatusCode
-	what := "HTTP " + strconv.Itoa(code)
-	if re.ErrorCode != "" {
-		what += " " + oneLine(re.ErrorCode, 60)
-	}
-	if re.ErrorDescription != "" {
-		// AAD descriptions end with trace and correlation ids; the first
-		// line holds the AADSTS code and its meaning.
-		what += ": " + oneLine(strings.SplitN(re.ErrorDescription, "\n", 2)[0], 200)
-	}
-	switch {
-	case code == http.StatusTooManyRequests:
-		return fmt.Errorf("%s throttled (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
-	case code >= 500:
-		return fmt.Errorf("%s unavailable (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
-	case code == http.StatusForbidden:
-		return fmt.Errorf("%s: denied: %s: %w", api, what, errdefs.ErrPermissionDenied)
-	case code == http.StatusBadRequest || code == http.StatusUnauthorized:
-		return fmt.Errorf("%s: Azure AD refused the service principal: %s: %w", api, what, errdefs.ErrUnauthenticated)
-	}
-	return fmt.Errorf("%s failed: %s: %w", api, what, errdefs.ErrUnknown)
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
+	// AAD descriptions end with trace and correlation ids; the first line
+	// holds the AADSTS code and its meaning.
+	desc := strings.SplitN(re.ErrorDescription, "\n", 2)[0]
+	return keychain.TokenEndpointError(api, attempts, code, re.ErrorCode, desc, "Azure AD", "the service principal")
 }

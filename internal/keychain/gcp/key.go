@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 )
 
@@ -113,7 +114,7 @@ func checkKey(data []byte, tokenURIOK func(*url.URL) bool) error {
 	if k.Type != "service_account" {
 		// external_account and impersonation configs can make the node read
 		// files, run programs or call arbitrary URLs on a tenant's behalf.
-		return fmt.Errorf("key type %q is not accepted (only service_account keys)", truncate(k.Type, 40))
+		return fmt.Errorf("key type %q is not accepted (only service_account keys)", keychain.OneLine(k.Type, 40))
 	}
 	if k.ClientEmail == "" || k.PrivateKey == "" {
 		return errors.New("key lacks client_email or private_key")
@@ -134,11 +135,4 @@ func checkKey(data []byte, tokenURIOK func(*url.URL) bool) error {
 		}
 	}
 	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n] + "..."
-	}
-	return s
 }

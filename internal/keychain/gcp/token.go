@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"cloud.google.com/go/compute/metadata"
@@ -163,24 +162,7 @@ func classifyOAuth(ctx context.Context, api string, attempts int, err error) err
 			ecode, desc = b.Error, b.ErrorDescription
 		}
 	}
-	what := fmt.Sprintf("HTTP %d", code)
-	if ecode != "" {
-		what += " " + oneLine(ecode, 60)
-	}
-	if desc != "" {
-		what += ": " + oneLine(desc, 200)
-	}
-	switch {
-	case code == http.StatusTooManyRequests:
-		return fmt.Errorf("%s throttled (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
-	case code >= 500:
-		return fmt.Errorf("%s unavailable (%d attempts): %s: %w", api, attempts, what, errdefs.ErrUnavailable)
-	case code == http.StatusForbidden:
-		return fmt.Errorf("%s denied the service account: %s: %w", api, what, errdefs.ErrPermissionDenied)
-	case code == http.StatusBadRequest || code == http.StatusUnauthorized:
-		return fmt.Errorf("%s refused the service-account key: %s: %w", api, what, errdefs.ErrUnauthenticated)
-	}
-	return fmt.Errorf("%s failed: %s: %w", api, what, errdefs.ErrUnknown)
+	return keychain.TokenEndpointError(api, attempts, code, ecode, desc, "Google", "the service-account key")
 }
 
 func classifyMetadata(ctx context.Context, api string, attempts int, err error) error {
@@ -197,16 +179,11 @@ func classifyMetadata(ctx context.Context, api string, attempts int, err error) 
 	case errors.As(err, &me) && me.Code >= 500:
 		return fmt.Errorf("%s unavailable: HTTP %d: %w", api, me.Code, errdefs.ErrUnavailable)
 	case errors.As(err, &me) && me.Code == http.StatusForbidden:
-		return fmt.Errorf("%s: denied: %s: %w", api, oneLine(me.Message, 200), errdefs.ErrPermissionDenied)
+		return fmt.Errorf("%s: denied: %s: %w", api, keychain.OneLine(me.Message, 200), errdefs.ErrPermissionDenied)
 	case errors.As(err, &me):
 		return fmt.Errorf("%s failed: HTTP %d: %w", api, me.Code, errdefs.ErrUnknown)
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: no answer in time: %w", api, ctx.Err())
 	}
 	return fmt.Errorf("%s: metadata server unreachable: %w: %w", api, err, errdefs.ErrUnavailable)
-}
-
-func oneLine(s string, n int) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return truncate(s, n)
 }
