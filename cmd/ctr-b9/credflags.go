@@ -80,6 +80,16 @@ func newKeychain(cmd *cli.Command) *keychain.Keychain {
 	})
 }
 
+// refAndDocuments reads the REF argument and the documents for its host.
+func refAndDocuments(cmd *cli.Command) (registry.Reference, []document.Document, error) {
+	ref, err := parseRefArg(cmd)
+	if err != nil {
+		return registry.Reference{}, nil, err
+	}
+	docs, err := documentsFromFlags(cmd, ref.Registry.Host)
+	return ref, docs, err
+}
+
 // documentsFromFlags returns the documents in the plugin's precedence
 // order for host: annotation (or --document) documents, then --creds, then
 // --node-document (a node credential: Node set, so it alone may use the

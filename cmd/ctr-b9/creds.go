@@ -46,11 +46,7 @@ Example:
    ctr-b9 creds -o json --annotations ann.json ghcr.io/beam-cloud/beta9`,
 		Flags: append(credFlags(), outputFlag()),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ref, err := parseRefArg(cmd)
-			if err != nil {
-				return err
-			}
-			docs, err := documentsFromFlags(cmd, ref.Registry.Host)
+			ref, docs, err := refAndDocuments(cmd)
 			if err != nil {
 				return err
 			}

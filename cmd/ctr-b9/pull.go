@@ -49,11 +49,7 @@ Example:
 			&cli.StringFlag{Name: "progress", Value: "auto", Usage: "auto, tty or plain"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ref, err := parseRefArg(cmd)
-			if err != nil {
-				return err
-			}
-			docs, err := documentsFromFlags(cmd, ref.Registry.Host)
+			ref, docs, err := refAndDocuments(cmd)
 			if err != nil {
 				return err
 			}
