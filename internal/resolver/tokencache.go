@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 	"time"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
 )
 
 // DefaultTokenLife is a token's life when the token server omits
@@ -120,6 +122,6 @@ func lifetimes(now time.Time, life, maxMargin time.Duration) (expiresAt, usableU
 	if life <= 0 {
 		life = DefaultTokenLife
 	}
-	margin := min(life/10, maxMargin)
+	margin := keychain.ExpiryMargin(life, maxMargin)
 	return now.Add(life), now.Add(life - margin)
 }

@@ -3,6 +3,8 @@ package credclient
 import (
 	"sync"
 	"time"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
 )
 
 // Cache policy defaults.
@@ -58,7 +60,7 @@ func (c *cache) put(req Request, cred Credential, now time.Time) {
 	until := now.Add(c.ttl)
 	if !cred.ExpiresAt.IsZero() {
 		life := cred.ExpiresAt.Sub(now)
-		end := cred.ExpiresAt.Add(-min(life/10, maxMargin))
+		end := cred.ExpiresAt.Add(-keychain.ExpiryMargin(life, maxMargin))
 		if end.Before(until) {
 			until = end
 		}
