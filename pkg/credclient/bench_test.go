@@ -40,8 +40,20 @@ func TestCacheHitMakesNoCall(t *testing.T) {
 	}
 }
 
-func pct(sorted []time.Duration, p float64) time.Duration {
-	return sorted[int(float64(len(sorted)-1)*p)]
+// measure times call b.N times and reports its p50 and p99 besides ns/op.
+func measure(b *testing.B, call func()) {
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		t0 := time.Now()
+		call()
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(float64(len(lat)-1)*p)].Nanoseconds()) }
+	b.ReportMetric(pct(.5), "p50-ns")
+	b.ReportMetric(pct(.99), "p99-ns")
 }
 
 // BenchmarkGetCredentialsSocket is one warm round trip over the unix
@@ -55,20 +67,12 @@ func BenchmarkGetCredentialsSocket(b *testing.B) {
 	if _, err := c.GetCredentials(ctx, req); err != nil {
 		b.Fatal(err)
 	}
-	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
+	measure(b, func() {
 		if _, err := c.GetCredentials(ctx, req); err != nil {
 			b.Fatal(err)
 		}
-		lat = append(lat, time.Since(t0))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(pct(lat, .5).Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(pct(lat, .99).Nanoseconds()), "p99-ns")
+	})
 }
 
 // BenchmarkGetCredentialsCached is a client cache hit.
@@ -116,20 +120,12 @@ func BenchmarkGetCredentialsSocketCrossProcess(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	lat := make([]time.Duration, 0, b.N)
 	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
+	measure(b, func() {
 		if _, err := c.GetCredentials(ctx, req); err != nil {
 			b.Fatal(err)
 		}
-		lat = append(lat, time.Since(t0))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(pct(lat, .5).Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(pct(lat, .99).Nanoseconds()), "p99-ns")
+	})
 }
 
 // TestServeEchoForBenchmark is the server half of
@@ -165,22 +161,14 @@ func BenchmarkUnixSocketPingPongBaseline(b *testing.B) {
 	}
 	defer c.Close()
 	buf := make([]byte, 32)
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	for range b.N {
-		t0 := time.Now()
+	measure(b, func() {
 		if _, err := c.Write(buf); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := io.ReadFull(c, buf); err != nil {
 			b.Fatal(err)
 		}
-		lat = append(lat, time.Since(t0))
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(pct(lat, .5).Nanoseconds()), "p50-ns")
-	b.ReportMetric(float64(pct(lat, .99).Nanoseconds()), "p99-ns")
+	})
 }
 
 // startChild runs this test binary's test named run in a child process with

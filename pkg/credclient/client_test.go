@@ -3,13 +3,16 @@ package credclient_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
@@ -173,5 +176,44 @@ func TestServiceDown(t *testing.T) {
 	}
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("a missing socket took %s to fail", d)
+	}
+}
+
+// countingConn counts the writes a client makes on its socket.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) { c.writes.Add(1); return c.Conn.Write(p) }
+
+// A warm call costs the client one socket write, not three: grpc-go's
+// BDP probing (a PING per call, and the ack of the server's) is off on
+// both ends, so a call is one request out and one answer back.
+func TestWarmCallIsOneWrite(t *testing.T) {
+	e := start(t)
+	e.Pull(t, host, "team/app", basic("a", canary))
+	var writes atomic.Int64
+	dialer := func(ctx context.Context, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "unix", strings.TrimPrefix(addr, "unix://"))
+		return countingConn{c, &writes}, err
+	}
+	c := client(t, e.Addr, credclient.WithCacheTTL(0), credclient.WithDialOptions(grpc.WithContextDialer(dialer)))
+	req := credclient.Request{Host: host, Repository: "team/app"}
+	ctx := context.Background()
+	for range 20 { // connection preface, settings, first window updates
+		if _, err := c.GetCredentials(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const calls = 200
+	before := writes.Load()
+	for range calls {
+		if _, err := c.GetCredentials(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := writes.Load() - before; n > calls+calls/10 {
+		t.Fatalf("%d calls made %d socket writes; want about one each", calls, n)
 	}
 }

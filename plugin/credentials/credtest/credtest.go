@@ -53,6 +53,7 @@ func Start(t testing.TB, cfg credentials.Config) *Env {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer(grpc.Creds(credentials.PeerCredentials()), grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
+		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(1<<20), // as plugin/service
 		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 			e.rpcs.Add(1)
 			return h(ctx, req)
