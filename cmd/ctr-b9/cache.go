@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"text/tabwriter"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/urfave/cli/v3"
+	"golang.org/x/sys/unix"
 
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
@@ -46,11 +49,15 @@ func cacheCommand() *cli.Command {
 				defer c.Close()
 				entries, err := c.ListCredentials(ctx)
 				if err != nil {
+					if errdefs.IsUnavailable(err) && errors.Is(unix.Access(addr, unix.W_OK), unix.EACCES) {
+						return fmt.Errorf("cannot open %s as uid %d: the b9 socket is root-only; run as root, or as a uid in credentials_uids with --b9-address set to the plugin's credentials_address: %w",
+							addr, os.Getuid(), errdefs.ErrPermissionDenied)
+					}
 					if errdefs.IsUnavailable(err) {
 						return fmt.Errorf("b9-resolver is not serving on %s (is the plugin enabled? --b9-address): %w", addr, err)
 					}
 					if errdefs.IsPermissionDenied(err) {
-						return fmt.Errorf("b9-resolver at %s refused this user: run as root or a uid in credentials_uids: %w", addr, err)
+						return fmt.Errorf("b9-resolver at %s refused this user: run as root or as a uid in credentials_uids: %w", addr, err)
 					}
 					return err
 				}

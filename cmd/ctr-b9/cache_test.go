@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/beam-cloud/b9-resolver/internal/testutil/asuser"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials/credtest"
 )
@@ -47,5 +51,24 @@ func TestCacheLs(t *testing.T) {
 	r = ctrB9(t, "--b9-address", t.TempDir()+"/none.sock", "cache", "ls")
 	if r.status != 1 || !strings.Contains(r.stderr, "not serving on") {
 		t.Fatalf("no plugin: %+v", r)
+	}
+}
+
+// A user who cannot open the root-only b9 socket is told so, and how to
+// reach the service (not that the plugin is down).
+func TestCacheLsAsNonRoot(t *testing.T) {
+	asuser.RequireRoot(t)
+	env := credtest.Start(t, credentials.Config{})
+	cmd := asuser.Command(t, 65534, 65534, "--b9-address", env.Addr, "cache", "ls")
+	cmd.Env = append(os.Environ(), "CTR_B9_AS_MAIN=1")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("as uid 65534: %v, want exit status 1", err)
+	}
+	if msg := stderr.String(); !strings.Contains(msg, "root-only") || !strings.Contains(msg, "credentials_address") {
+		t.Fatalf("as uid 65534: %q, want the socket's permissions explained", msg)
 	}
 }

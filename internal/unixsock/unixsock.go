@@ -1,8 +1,8 @@
-// Package unixsock creates the root-only unix sockets b9-resolver serves
-// on: the folder 0700 when we create it, the socket 0600, a stale socket
-// (nothing answering) replaced and a live one refused, so two services
-// never share a path and only root reaches a service that hands out pulls
-// and credentials.
+// Package unixsock creates the unix sockets b9-resolver serves on: root-only
+// by default (the folder 0700 when we create it, the socket 0600), or
+// shared with one group (0750 and 0660, WithGroup) for a socket that other
+// uids must reach; a stale socket (nothing answering) is replaced and a
+// live one refused, so two services never share a path.
 package unixsock
 
 import (
@@ -19,27 +19,50 @@ import (
 	"github.com/containerd/log"
 )
 
+// Option configures Listen.
+type Option func(*modes)
+
+type modes struct {
+	dir, sock fs.FileMode
+	gid       int // -1: leave the group alone
+}
+
+// WithGroup shares the socket with group gid: the socket is 0660 and a
+// folder Listen creates is 0750, both of group gid. Who may then call is
+// still the service's own check (the Credentials service's peer uids).
+func WithGroup(gid int) Option {
+	return func(m *modes) { m.dir, m.sock, m.gid = 0o750, 0o660, gid }
+}
+
 // Listen creates the socket at addr.
-func Listen(ctx context.Context, addr string) (net.Listener, error) {
+func Listen(ctx context.Context, addr string, opts ...Option) (net.Listener, error) {
+	m := modes{dir: 0o700, sock: 0o600, gid: -1}
+	for _, o := range opts {
+		o(&m)
+	}
 	if !filepath.IsAbs(addr) {
 		return nil, fmt.Errorf("socket %q is not an absolute path: %w", addr, errdefs.ErrInvalidArgument)
 	}
 	dir := filepath.Dir(addr)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
+		if err := os.MkdirAll(dir, m.dir); err != nil {
 			return nil, fmt.Errorf("socket folder %s: %w", dir, err)
 		}
-		// MkdirAll applies the umask; the folder must be 0700 whatever it is.
-		if err := os.Chmod(dir, 0o700); err != nil {
+		// MkdirAll applies the umask; the folder's mode must be ours
+		// whatever it is.
+		if err := os.Chmod(dir, m.dir); err != nil {
 			return nil, fmt.Errorf("socket folder %s: %w", dir, err)
+		}
+		if err := os.Lchown(dir, -1, m.gid); err != nil {
+			return nil, fmt.Errorf("socket folder %s: group %d: %w", dir, m.gid, err)
 		}
 	} else if err != nil {
 		return nil, fmt.Errorf("socket folder %s: %w", dir, err)
-	} else if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077 != 0 {
+	} else if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&0o077&^m.dir != 0 {
 		// An existing folder may be shared (/run); it is not ours to chmod.
-		// The socket's own 0600 still holds.
+		// The socket's own mode still holds.
 		log.G(ctx).WithField("folder", dir).WithField("mode", fi.Mode().Perm().String()).
-			Warn("b9-resolver: socket folder is open to other users; use a folder of its own (0700)")
+			Warn("b9-resolver: socket folder is open to other users; use a folder of its own (" + m.dir.String() + ")")
 	}
 	if fi, err := os.Lstat(addr); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {
@@ -57,9 +80,14 @@ func Listen(ctx context.Context, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
-	// Between Listen and Chmod the socket has the umask's mode; the 0700
-	// folder covers that window when we created it.
-	if err := os.Chmod(addr, 0o600); err != nil {
+	// Between Listen and Chmod the socket has the umask's mode; the
+	// folder covers that window when we created it. The group is set
+	// before the mode opens the socket to it.
+	if err := os.Lchown(addr, -1, m.gid); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("socket %s: group %d: %w", addr, m.gid, err)
+	}
+	if err := os.Chmod(addr, m.sock); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket %s: %w", addr, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -64,5 +65,30 @@ func TestListen(t *testing.T) {
 	Remove(file)
 	if _, err := os.Stat(file); err != nil {
 		t.Error("Remove deleted a regular file")
+	}
+}
+
+// WithGroup opens the socket and a folder Listen creates to one group, and
+// to no one else.
+func TestListenWithGroup(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give the socket another group (CI runs tests as root)")
+	}
+	const gid = 65534
+	addr := filepath.Join(t.TempDir(), "creds", "credentials.sock")
+	l, err := Listen(t.Context(), addr, WithGroup(gid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for path, want := range map[string]os.FileMode{filepath.Dir(addr): 0o750, addr: 0o660} {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if fi.Mode().Perm() != want || st.Gid != gid || st.Uid != 0 {
+			t.Errorf("%s: mode %v uid %d gid %d; want %v, root, group %d", path, fi.Mode().Perm(), st.Uid, st.Gid, want, gid)
+		}
 	}
 }

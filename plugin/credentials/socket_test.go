@@ -4,15 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc/peer"
@@ -21,87 +17,20 @@ import (
 	credentialsv1 "github.com/beam-cloud/b9-resolver/api/credentials/v1"
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/asuser"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/credprobe"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
 
-// The child side of the peer-uid test: the test binary re-run as another
-// uid dials the socket and prints what the service said.
-const helperEnv = "B9_CREDENTIALS_TEST_DIAL"
-
 func TestMain(m *testing.M) {
-	if addr := os.Getenv(helperEnv); addr != "" {
-		os.Exit(dialHelper(addr))
-	}
+	credprobe.DialFromEnv()
 	os.Exit(m.Run())
 }
 
-func dialHelper(addr string) int {
-	c, err := credclient.New(addr, credclient.WithCacheTTL(0), credclient.WithTimeout(10*time.Second))
-	if err != nil {
-		fmt.Println("error:", err)
-		return 1
-	}
-	defer c.Close()
-	cred, err := c.GetCredentials(context.Background(), credclient.Request{Host: hostA, Repository: "team/app"})
-	switch {
-	case errdefs.IsPermissionDenied(err):
-		fmt.Printf("uid=%d permission-denied: %v\n", os.Getuid(), err)
-	case errdefs.IsUnavailable(err):
-		fmt.Printf("uid=%d unavailable: %v\n", os.Getuid(), err)
-	case err != nil:
-		fmt.Printf("uid=%d error: %v\n", os.Getuid(), err)
-	default:
-		fmt.Printf("uid=%d ok secret-len=%d\n", os.Getuid(), len(cred.Secret))
-	}
-	return 0
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("needs root: runs a child process as uid 65534 (CI runs tests as root)")
-	}
-}
-
-// runAs runs the test binary's dial helper as uid against addr. The binary
-// is copied to a folder that uid can read, since go test's own build folder
-// is 0700.
+// runAs runs the test binary's dial helper as uid against addr.
 func runAs(t *testing.T, uid uint32, addr string) string {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir, err := os.MkdirTemp("", "b9-cred-helper-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(dir, "helper")
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	src.Close()
-	dst.Close()
-	cmd := exec.Command(bin, "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+addr)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: uid, NoSetGroups: true}}
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helper as uid %d: %v\n%s", uid, err, out)
-	}
-	return strings.TrimSpace(string(out))
+	return asuser.Run(t, uid, uid, credprobe.DialVar(addr, hostA, "team/app"))
 }
 
 // openSocket serves s on a socket anyone can connect to, so only the peer
@@ -129,7 +58,7 @@ func openSocket(t *testing.T, s *Server) string {
 }
 
 func TestPeerUIDRefused(t *testing.T) {
-	requireRoot(t)
+	asuser.RequireRoot(t)
 	logs := captureLogs(t)
 	kc := keychain.New()
 	defer kc.Close()

@@ -98,8 +98,17 @@ type Config struct {
 	// duration ("30s").
 	MintTimeout string `toml:"mint_timeout"`
 	// CredentialsUIDs are the peer uids, besides root, that the Credentials
-	// service (DESIGN §6) answers.
+	// service (DESIGN §6) answers. The b9 socket is root-only (0600), so a
+	// uid listed here reaches the service through CredentialsAddress.
 	CredentialsUIDs []uint32 `toml:"credentials_uids"`
+	// CredentialsAddress, if set, is a second socket that serves only the
+	// Credentials service — never the CRI image service, which would let
+	// its callers pull with any credential — for snapshotters that do not
+	// run as root. It is 0660 of group CredentialsGID (its folder 0750
+	// when created); the peer uid check still applies.
+	CredentialsAddress string `toml:"credentials_address"`
+	// CredentialsGID is CredentialsAddress's group (0: root's).
+	CredentialsGID int `toml:"credentials_gid"`
 	// StateDir keeps the Credentials service's pull records across
 	// restarts, encrypted under a node key kept there (0700/0600). Empty
 	// keeps them in memory: after a restart, snapshots pulled before it
@@ -268,6 +277,14 @@ func (c Config) validate() (*settings, error) {
 		if _, err := registry.NormalizeHost(m); err != nil {
 			bad("trusted_mirrors", "[%d] %q is not a registry host", i, m)
 		}
+	}
+	if a := c.CredentialsAddress; a != "" && !filepath.IsAbs(a) {
+		bad("credentials_address", "%q is not an absolute socket path", a)
+	} else if a != "" && filepath.Clean(a) == filepath.Clean(c.Address) {
+		bad("credentials_address", "%q is the b9 socket (address); give the Credentials socket a path of its own", a)
+	}
+	if c.CredentialsGID < 0 {
+		bad("credentials_gid", "%d is negative", c.CredentialsGID)
 	}
 	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
 		bad("state_dir", "%q is not an absolute path", c.StateDir)

@@ -31,8 +31,13 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		"refresh_fraction":           {RefreshFraction: 1.5},
 		"registry_mappings":          {RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}},
 		"runtime_snapshotters":       {RuntimeSnapshotters: map[string]string{"kata": ""}},
+		"credentials_address":        {CredentialsAddress: "creds.sock"},
+		"credentials_gid":            {CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1},
 		"node_credentials.documents": {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}},
+		// The CRI socket must not be opened to the Credentials socket's group.
+		"credentials_address ": {Address: "/run/b9/b9.sock", CredentialsAddress: "/run/b9//b9.sock"},
 	} {
+		key = strings.TrimSpace(key)
 		_, err := cfg.validate()
 		if err == nil {
 			t.Errorf("%s: bad value accepted", key)

@@ -27,6 +27,7 @@ func (s *Service) withCredentialsService(store *credentials.Store) error {
 	}
 	s.opts.serverOpts = append(s.opts.serverOpts, grpc.Creds(credentials.PeerCredentials()))
 	s.AddService(srv.Register)
+	s.credentials = srv.Register
 	s.opts.onPulled = append(s.opts.onPulled, func(ctx context.Context, p Pulled) {
 		if p.Document == nil {
 			// Nothing to re-mint from: an identity token, or anonymous.

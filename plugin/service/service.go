@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	goruntime "runtime"
 	"sync"
 	"time"
@@ -45,12 +44,14 @@ type Service struct {
 	// config_path) around one node-wide Authorizer.
 	resolver *resolver.Resolver
 
-	mu       sync.Mutex
-	server   *grpc.Server
-	listener net.Listener
-	closed   bool
+	mu      sync.Mutex
+	sockets []servingSocket // the b9 socket first
+	closed  bool
 	// extra registers more services on the socket (AddService).
 	extra []func(*grpc.Server)
+	// credentials registers the Credentials service alone, for
+	// credentials_address.
+	credentials func(*grpc.Server)
 }
 
 // Option configures a Service.
@@ -197,12 +198,52 @@ func (s *Service) Start(ctx context.Context) error {
 	if s.closed {
 		return errors.New("b9-resolver: service is closed")
 	}
-	if s.server != nil {
+	if len(s.sockets) > 0 {
 		return errors.New("b9-resolver: service already started")
 	}
-	l, err := unixsock.Listen(ctx, s.cfg.Address)
+	b9, err := s.serve(ctx, s.cfg.Address, nil, func(srv *grpc.Server) {
+		runtime.RegisterImageServiceServer(srv, s)
+		for _, register := range s.extra {
+			register(srv)
+		}
+	})
 	if err != nil {
-		return fmt.Errorf("b9-resolver: %w", err)
+		return err
+	}
+	s.sockets = append(s.sockets, b9)
+	log.G(ctx).WithFields(log.Fields{
+		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.cfg.ContainerdAddress,
+		"snapshotter": s.snapshotterName(""), "isolation": s.cfg.Isolation,
+	}).Info("b9-resolver: CRI image service serving")
+
+	switch addr := s.cfg.CredentialsAddress; {
+	case addr != "" && s.credentials != nil:
+		// serverOpts carry the peer-uid transport credentials.
+		creds, err := s.serve(ctx, addr, []unixsock.Option{unixsock.WithGroup(s.cfg.CredentialsGID)}, s.credentials)
+		if err != nil {
+			return err
+		}
+		s.sockets = append(s.sockets, creds)
+		log.G(ctx).WithFields(log.Fields{"address": addr, "gid": s.cfg.CredentialsGID, "uids": s.cfg.CredentialsUIDs}).
+			Info("b9-resolver: Credentials service serving on its own socket")
+	case len(s.cfg.CredentialsUIDs) > 0:
+		log.G(ctx).WithField("uids", s.cfg.CredentialsUIDs).
+			Warn("b9-resolver: credentials_uids are set but the b9 socket is root-only; set credentials_address (and credentials_gid) so those uids can connect")
+	}
+	return nil
+}
+
+// servingSocket is one socket and the server answering on it.
+type servingSocket struct {
+	addr   string
+	server *grpc.Server
+}
+
+// serve listens on addr and serves what register puts on a new server.
+func (s *Service) serve(ctx context.Context, addr string, lopts []unixsock.Option, register func(*grpc.Server)) (servingSocket, error) {
+	l, err := unixsock.Listen(ctx, addr, lopts...)
+	if err != nil {
+		return servingSocket{}, fmt.Errorf("b9-resolver: %w", err)
 	}
 	// Stream workers reuse goroutines across calls: CLIP asks for
 	// credentials on every layer fetch, and a goroutine per call showed in
@@ -213,25 +254,17 @@ func (s *Service) Start(ctx context.Context) error {
 		grpc.NumStreamWorkers(uint32(goruntime.GOMAXPROCS(0))),
 		grpc.InitialWindowSize(socketWindow), grpc.InitialConnWindowSize(socketWindow)},
 		s.opts.serverOpts...)...)
-	runtime.RegisterImageServiceServer(srv, s)
-	for _, register := range s.extra {
-		register(srv)
-	}
-	s.server, s.listener = srv, l
+	register(srv)
 	go func() {
 		if err := srv.Serve(l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-			log.G(ctx).WithError(err).Error("b9-resolver: serving stopped")
+			log.G(ctx).WithError(err).WithField("address", addr).Error("b9-resolver: serving stopped")
 		}
 	}()
-	log.G(ctx).WithFields(log.Fields{
-		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.cfg.ContainerdAddress,
-		"snapshotter": s.snapshotterName(""), "isolation": s.cfg.Isolation,
-	}).Info("b9-resolver: CRI image service serving")
-	return nil
+	return servingSocket{addr: addr, server: srv}, nil
 }
 
 // Close stops serving (letting running calls finish for a few seconds),
-// removes the socket and closes the containerd connections. It satisfies
+// removes the sockets and closes the containerd connections. It satisfies
 // io.Closer, which containerd calls on its plugins at shutdown.
 func (s *Service) Close() error {
 	s.mu.Lock()
@@ -240,21 +273,23 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
-	srv, l := s.server, s.listener
+	sockets := s.sockets
 	s.mu.Unlock()
 
-	if srv != nil {
-		done := make(chan struct{})
-		go func() { srv.GracefulStop(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			srv.Stop()
-		}
+	var wg sync.WaitGroup
+	for _, sock := range sockets {
+		wg.Go(func() {
+			done := make(chan struct{})
+			go func() { sock.server.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(5 * time.Second):
+				sock.server.Stop()
+			}
+			unixsock.Remove(sock.addr)
+		})
 	}
-	if l != nil {
-		unixsock.Remove(s.cfg.Address)
-	}
+	wg.Wait()
 	s.keychain.Close()
 	return errors.Join(s.criCon.Close(), s.client.Close())
 }
