@@ -109,43 +109,11 @@ func TestAzure(t *testing.T) {
 	const (
 		tenant   = "7d3c2a10-b9b9-4c1e-9e61-0123456789ab"
 		clientID = "5f1e2d3c-4b5a-4968-8776-a1b2c3d4e5f6"
-		puller   = "acr-puller"
 	)
-	repos := []string{"azure/forward", "azure/direct"}
-
-	az := cloudemu.NewAzure(t)
+	a := startACR(t, admin, "azure/forward", "azure/direct")
+	az, x, reg := a.az, a.x, a.reg
 	az.AddServicePrincipal(tenant, clientID, clientSecret)
-	x := &acrExchange{az: az, user: puller}
-	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithTLS("127.0.0.1"),
-		registrytest.WithUser(puller, canary("puller"), repos...),
-		registrytest.WithUser("admin", admin, "*"),
-		registrytest.WithMiddleware(x.middleware))
-	x.mu.Lock()
-	x.reg = reg
-	x.mu.Unlock()
-
-	// Both certificates for the daemons' Go clients.
-	bundle := filepath.Join(t.TempDir(), "ca-bundle.pem")
-	if err := os.WriteFile(bundle, append(reg.CACertPEM(), az.CertPEM()...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	plugin := fmt.Sprintf(`  [[plugins.'io.containerd.grpc.v1.b9-resolver'.registry_mappings]]
-    host = '%s'
-    kind = 'acr'
-    account = 'b9test'
-    partition = 'azure'
-`, reg.Host)
-	n := newNode(t, nodeConfig{pullMode: "direct", plugin: plugin,
-		env: []string{"AZURE_AUTHORITY_HOST=" + az.URL, "SSL_CERT_FILE=" + bundle}})
-	// containerd reads hosts.toml at each resolve, so writing it now is in time.
-	hostsDir := filepath.Join(n.dir, "certs.d", reg.Host)
-	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n", reg.URL, reg.URL, reg.CAFile)
-	if err := os.WriteFile(filepath.Join(hostsDir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	n := a.node(t, "", nil)
 	n.startStandalone("forward")
 
 	doc := envelope(t, reg.Host, "azure", map[string]string{
@@ -211,4 +179,100 @@ func TestAzure(t *testing.T) {
 		t.Fatal("no AAD or refresh token passed through the exchange")
 	}
 	n.assertNoSecrets(append([]string{clientSecret, admin}, toks...)...)
+}
+
+// acrSetup is an ACR stand-in (token-auth registry over TLS whose
+// /oauth2/exchange is the Azure emulator's) for a node to pull from.
+type acrSetup struct {
+	az     *cloudemu.Azure
+	x      *acrExchange
+	reg    *registrytest.Registry
+	bundle string // both CAs, for the daemons' SSL_CERT_FILE
+}
+
+// startACR starts the stand-in; the registry's puller user may pull repos
+// and admin (password admin) may push anything.
+func startACR(t *testing.T, admin string, repos ...string) *acrSetup {
+	t.Helper()
+	const puller = "acr-puller"
+	az := cloudemu.NewAzure(t)
+	x := &acrExchange{az: az, user: puller}
+	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithTLS("127.0.0.1"),
+		registrytest.WithUser(puller, canary("puller"), repos...),
+		registrytest.WithUser("admin", admin, "*"),
+		registrytest.WithMiddleware(x.middleware))
+	x.mu.Lock()
+	x.reg = reg
+	x.mu.Unlock()
+	bundle := filepath.Join(t.TempDir(), "ca-bundle.pem")
+	if err := os.WriteFile(bundle, append(reg.CACertPEM(), az.CertPEM()...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &acrSetup{az: az, x: x, reg: reg, bundle: bundle}
+}
+
+// node starts a node that maps the registry to kind acr and trusts it,
+// with more plugin TOML and daemon environment.
+func (a *acrSetup) node(t *testing.T, plugin string, env []string) *node {
+	t.Helper()
+	plugin += fmt.Sprintf(`  [[plugins.'io.containerd.grpc.v1.b9-resolver'.registry_mappings]]
+    host = '%s'
+    kind = 'acr'
+    account = 'b9test'
+    partition = 'azure'
+`, a.reg.Host)
+	n := newNode(t, nodeConfig{pullMode: "direct", plugin: plugin,
+		env: append([]string{"AZURE_AUTHORITY_HOST=" + a.az.URL, "SSL_CERT_FILE=" + a.bundle}, env...)})
+	// containerd reads hosts.toml at each resolve, so writing it now is in time.
+	hostsDir := filepath.Join(n.dir, "certs.d", a.reg.Host)
+	if err := os.MkdirAll(hostsDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hosts := fmt.Sprintf("server = %q\n\n[host.%q]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = %q\n", a.reg.URL, a.reg.URL, a.reg.CAFile)
+	if err := os.WriteFile(filepath.Join(hostsDir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// TestAzureManagedIdentity: a node whose config lends its managed identity
+// (cloud.ambient = ['azure'], a keyless node document for the registry)
+// pulls with it — IMDS token, /oauth2/exchange, refresh token — while a
+// pod's keyless azure annotation is refused, never given the node's
+// identity.
+func TestAzureManagedIdentity(t *testing.T) {
+	binaries(t)
+	const tenant = "0c0ffee0-b9b9-4c1e-9e61-0123456789ab"
+	admin := canary("admin")
+	a := startACR(t, admin, "azure/identity")
+	a.az.AssignIdentity(tenant, "")
+	plugin := fmt.Sprintf(`  [plugins.'io.containerd.grpc.v1.b9-resolver'.cloud]
+    ambient = ['azure']
+  [plugins.'io.containerd.grpc.v1.b9-resolver'.node_credentials]
+    documents = ['{"registry":"%s","type":"azure"}']
+`, a.reg.Host)
+	n := a.node(t, plugin, []string{"AZURE_POD_IDENTITY_AUTHORITY_HOST=" + a.az.IMDSURL})
+	img := a.reg.PushRandomImage(t, "azure/identity", "v1", "admin", admin)
+	a.reg.Reset()
+
+	mustSucceed(t, n.pull(n.b9, img.Ref, nil), "pull with the node's managed identity")
+	if !n.listedByCRI(img.Ref) {
+		t.Errorf("%s not listed by containerd's CRI", img.Ref)
+	}
+	imds, ex := a.az.Calls(cloudemu.APIIMDSToken), a.az.Exchanges()
+	t.Logf("pull with the node's managed identity: %d IMDS token call(s), %d exchange(s)", imds, len(ex))
+	if imds != 1 || len(ex) != 1 || ex[0].Tenant != tenant {
+		t.Errorf("IMDS calls %d, exchanges %+v; want 1 and 1 for tenant %s", imds, ex, tenant)
+	}
+
+	keyless := envelope(t, a.reg.Host, "azure", map[string]string{})
+	r := n.pull(n.b9, img.Ref, map[string]string{annKey: keyless})
+	wantCode(t, r, "a pod's keyless azure document", "InvalidArgument")
+	if !strings.Contains(r.out, "only for node credentials") {
+		t.Errorf("refusal does not say why:\n%s", r.out)
+	}
+	if got := a.az.Calls(cloudemu.APIIMDSToken); got != imds {
+		t.Errorf("the pod's document reached IMDS (%d calls, was %d)", got, imds)
+	}
+	n.assertNoSecrets(append([]string{admin}, a.x.tokens()...)...)
 }

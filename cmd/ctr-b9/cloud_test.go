@@ -170,3 +170,31 @@ func TestNodeDocumentAmbient(t *testing.T) {
 		t.Fatalf("node document file: %+v", c)
 	}
 }
+
+// --azure-ambient lends the VM's managed identity (IMDS, moved by
+// AZURE_POD_IDENTITY_AUTHORITY_HOST) to a keyless azure --node-document,
+// never to a pod's.
+func TestNodeDocumentAzureManagedIdentity(t *testing.T) {
+	emu := cloudemu.NewAzure(t)
+	emu.AssignIdentity("tenant-1", "uami-1")
+	certFile := filepath.Join(t.TempDir(), "emu.pem")
+	if err := os.WriteFile(certFile, emu.CertPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SSL_CERT_FILE=" + certFile, "AZURE_POD_IDENTITY_AUTHORITY_HOST=" + emu.IMDSURL}
+	args := []string{"creds", "-o", "json", "--registry-mapping", emu.Host + "=acr,account=myreg,partition=azure",
+		"--azure-ambient", "--azure-identity-client-id", "uami-1"}
+	ref := emu.Host + "/app:v1"
+
+	r := ctrB9Child(t, env, append(args, "--document", `{"type":"azure"}`, ref)...)
+	if r.status != 1 || !strings.Contains(r.stderr, "only for node credentials") {
+		t.Fatalf("pod document without keys, ambient on: %+v", r)
+	}
+	c := credsJSON(t, ctrB9Child(t, env, append(args, "--node-document", `{"type":"azure"}`, ref)...))
+	if c.Provider != "azure/managed-identity" || c.Source != "--node-document" || !c.IdentityToken || c.Username != "00000000-0000-0000-0000-000000000000" {
+		t.Fatalf("node document, ambient on: %+v", c)
+	}
+	if i, ex := emu.Calls(cloudemu.APIIMDSToken), emu.Exchanges(); i != 1 || len(ex) != 1 || ex[0].Tenant != "tenant-1" {
+		t.Fatalf("IMDS calls %d, exchanges %+v", i, ex)
+	}
+}

@@ -24,11 +24,13 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "annotations", Usage: "file with a JSON object of annotations (- for stdin)"},
 		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
 		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them; @FILE or - reads it (keeps the secret off the command line)"},
-		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient apply to; @FILE reads a file)"},
+		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient/--azure-ambient apply to; @FILE reads a file)"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
 		mappingFlag(),
 		&cli.BoolFlag{Name: "aws-ambient", Usage: "let an aws --node-document without keys use this machine's AWS identity (a pod's document never does)"},
 		&cli.BoolFlag{Name: "gcp-ambient", Usage: "let a gcp --node-document without keys use the metadata server, GCE_METADATA_HOST (a pod's document never does)"},
+		&cli.BoolFlag{Name: "azure-ambient", Usage: "let an azure --node-document without keys use this VM's managed identity through IMDS, AZURE_POD_IDENTITY_AUTHORITY_HOST (a pod's document never does)"},
+		&cli.StringFlag{Name: "azure-identity-client-id", Usage: "with --azure-ambient, the user-assigned managed identity to use (default: system-assigned)"},
 		&cli.StringSliceFlag{Name: "gcp-key-dir", Usage: "directory GOOGLE_APPLICATION_CREDENTIALS may name key files under"},
 		&cli.BoolFlag{Name: "allow-loopback-token-uri", Usage: "accept service-account keys whose token_uri is on loopback (emulators)"},
 	}
@@ -75,6 +77,8 @@ func newKeychain(cmd *cli.Command) *keychain.Keychain {
 	return cloud.New(cloud.Config{
 		AWSAmbient:            cmd.Bool("aws-ambient"),
 		GCPAmbient:            cmd.Bool("gcp-ambient"),
+		AzureAmbient:          cmd.Bool("azure-ambient"),
+		AzureIdentityClientID: cmd.String("azure-identity-client-id"),
 		GCPKeyDirs:            cmd.StringSlice("gcp-key-dir"),
 		AllowLoopbackTokenURI: cmd.Bool("allow-loopback-token-uri"),
 	})

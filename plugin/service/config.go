@@ -138,11 +138,15 @@ type NodeCredentials struct {
 // (AWS_ENDPOINT_URL_ECR, AWS_ENDPOINT_URL_STS, GCE_METADATA_HOST,
 // AZURE_AUTHORITY_HOST), so a systemd drop-in can point them elsewhere.
 type Cloud struct {
-	// Ambient lists the providers ("aws", "gcp") whose node credential
-	// documents without keys (node_credentials, like {"type":"aws"}) may
-	// use the node's own identity (instance role, IRSA, metadata server).
-	// A pod's document never does: without keys it fails. Empty by default.
+	// Ambient lists the providers ("aws", "gcp", "azure") whose node
+	// credential documents without keys (node_credentials, like
+	// {"type":"aws"}) may use the node's own identity (instance role,
+	// IRSA, metadata server, managed identity). A pod's document never
+	// does: without keys it fails. Empty by default.
 	Ambient []string `toml:"ambient"`
+	// AzureIdentityClientID picks the node's user-assigned managed
+	// identity for "azure" in Ambient; empty: the system-assigned one.
+	AzureIdentityClientID string `toml:"azure_identity_client_id"`
 	// GCPKeyDirs are folders GOOGLE_APPLICATION_CREDENTIALS may name key
 	// files in. None by default: a pod's path could name the node's key.
 	GCPKeyDirs []string `toml:"gcp_key_dirs"`
@@ -264,8 +268,8 @@ func (c Config) validate() (*settings, error) {
 		}
 	}
 	for i, a := range c.Cloud.Ambient {
-		if a != string(document.TypeAWS) && a != string(document.TypeGCP) {
-			bad("cloud.ambient", "[%d] %q is not \"aws\" or \"gcp\"", i, a)
+		if a != string(document.TypeAWS) && a != string(document.TypeGCP) && a != string(document.TypeAzure) {
+			bad("cloud.ambient", "[%d] %q is not \"aws\", \"gcp\" or \"azure\"", i, a)
 		}
 	}
 	for i, d := range c.Cloud.GCPKeyDirs {

@@ -14,6 +14,8 @@ func cloudProviders(c Cloud) []keychain.Option {
 	return cloud.Options(cloud.Config{
 		AWSAmbient:            slices.Contains(c.Ambient, string(document.TypeAWS)),
 		GCPAmbient:            slices.Contains(c.Ambient, string(document.TypeGCP)),
+		AzureAmbient:          slices.Contains(c.Ambient, string(document.TypeAzure)),
+		AzureIdentityClientID: c.AzureIdentityClientID,
 		GCPKeyDirs:            c.GCPKeyDirs,
 		AllowLoopbackTokenURI: c.GCPLoopbackTokenURI,
 	})

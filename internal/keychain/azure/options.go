@@ -28,7 +28,8 @@ func WithHTTPClient(c *http.Client) Option {
 // AZURE_AUTHORITY_HOST.
 func WithAuthorityHost(url string) Option { return func(p *Provider) { p.authority = url } }
 
-// WithGetenv replaces os.Getenv for AZURE_AUTHORITY_HOST (tests).
+// WithGetenv replaces os.Getenv for AZURE_AUTHORITY_HOST and
+// AZURE_POD_IDENTITY_AUTHORITY_HOST (tests).
 func WithGetenv(f func(string) string) Option {
 	return func(p *Provider) {
 		if f != nil {
@@ -36,6 +37,19 @@ func WithGetenv(f func(string) string) Option {
 		}
 	}
 }
+
+// WithAmbient lets node credential documents (document.Document.Node)
+// of type azure without keys use the node's managed identity through IMDS.
+// A pod's document never does.
+func WithAmbient(enabled bool) Option { return func(p *Provider) { p.ambient = enabled } }
+
+// WithIdentityClientID picks a user-assigned managed identity by client
+// id; empty means the node's system-assigned identity.
+func WithIdentityClientID(id string) Option { return func(p *Provider) { p.identityClientID = id } }
+
+// WithIMDSEndpoint sets the instance metadata service, over
+// AZURE_POD_IDENTITY_AUTHORITY_HOST and DefaultIMDSEndpoint.
+func WithIMDSEndpoint(url string) Option { return func(p *Provider) { p.imds = url } }
 
 // WithRetry sets how throttled and failing calls are retried.
 func WithRetry(r keychain.RetryPolicy) Option { return func(p *Provider) { p.retry = r } }

@@ -20,9 +20,13 @@ const RefreshTokenUsername = "00000000-0000-0000-0000-000000000000"
 type Provider struct {
 	hc        *http.Client
 	authority string
-	getenv    func(string) string
-	retry     keychain.RetryPolicy
-	now       func() time.Time
+	// ambient, identityClientID and imds: the node's managed identity.
+	ambient          bool
+	identityClientID string
+	imds             string
+	getenv           func(string) string
+	retry            keychain.RetryPolicy
+	now              func() time.Time
 }
 
 var _ keychain.Provider = (*Provider)(nil)
@@ -48,8 +52,16 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 			Reason: fmt.Sprintf("type azure cannot make credentials for %s, a %s registry", reg.Host, reg.Kind)}
 	}
 	if !doc.Has(document.KeyAzureClientID) || !doc.Has(document.KeyAzureClientSecret) {
+		switch {
+		case !doc.Node:
+			// The node's identity is a node credential source (DESIGN §3).
+			return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAzureClientID,
+				Reason: "missing; a pod's azure document needs AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the node's managed identity is only for node credentials)"}
+		case p.ambient:
+			return p.managedIdentity(ctx, reg, doc)
+		}
 		return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAzureClientID,
-			Reason: "missing; type azure needs AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (managed identity is not supported)"}
+			Reason: "missing; type azure needs AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (this node does not lend its managed identity; cloud.ambient)"}
 	}
 	clientID := strings.TrimSpace(doc.Get(document.KeyAzureClientID).Reveal())
 	sp := keychain.Minted{Username: clientID, Secret: doc.Get(document.KeyAzureClientSecret), Provider: "azure/service-principal"}

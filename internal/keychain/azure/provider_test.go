@@ -180,8 +180,13 @@ func TestMintErrors(t *testing.T) {
 			reg: func(*cloudemu.Azure) registry.Registry {
 				return registry.Registry{Host: "127.0.0.1:1", Kind: registry.KindACR, Partition: "azure"}
 			}},
-		{name: "no client id (managed identity)", class: errdefs.IsInvalidArgument, want: "managed identity is not supported",
-			doc: func(tb testing.TB) document.Document { return azureDoc(tb, "AZURE_TENANT_ID", tenantID) }},
+		{name: "a pod's keyless document never gets the node's identity", class: errdefs.IsInvalidArgument,
+			want: "managed identity is only for node credentials", opts: []Option{WithAmbient(true)},
+			setup: func(z *cloudemu.Azure) { z.AssignIdentity(tenantID, "") },
+			doc:   func(tb testing.TB) document.Document { return azureDoc(tb, "AZURE_TENANT_ID", tenantID) }},
+		{name: "a node's keyless document where the node lends no identity", class: errdefs.IsInvalidArgument,
+			want: "does not lend its managed identity; cloud.ambient", setup: func(z *cloudemu.Azure) { z.AssignIdentity(tenantID, "") },
+			doc: func(tb testing.TB) document.Document { return nodeDoc(tb) }},
 		{name: "malformed tenant", class: errdefs.IsInvalidArgument, want: "credentials.AZURE_TENANT_ID",
 			doc: func(tb testing.TB) document.Document {
 				return azureDoc(tb, "AZURE_CLIENT_ID", clientID, "AZURE_CLIENT_SECRET", spSecret, "AZURE_TENANT_ID", "../x?y")

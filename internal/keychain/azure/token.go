@@ -72,21 +72,16 @@ func (p *Provider) exchange(ctx context.Context, reg registry.Registry, tenant, 
 	var refresh string
 	var status int
 	n, err := keychain.Retry(ctx, p.retry, func(ctx context.Context) (bool, time.Duration, error) {
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+reg.Host+"/oauth2/exchange", strings.NewReader(form))
+		var body []byte
+		var wait time.Duration
+		var err error
+		status, body, wait, err = p.send(ctx, http.MethodPost, "https://"+reg.Host+"/oauth2/exchange", strings.NewReader(form),
+			"Content-Type", "application/x-www-form-urlencoded")
 		if err != nil {
 			return false, 0, err
 		}
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		resp, err := p.hc.Do(req)
-		if err != nil {
-			status = 0
-			return false, 0, err
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, maxBody))
-		status = resp.StatusCode
 		if status != http.StatusOK {
-			return status == http.StatusTooManyRequests || status >= 500, retryAfter(resp), &acrError{status: status, detail: acrDetail(body)}
+			return status == http.StatusTooManyRequests || status >= 500, wait, &acrError{status: status, detail: acrDetail(body)}
 		}
 		var r struct {
 			RefreshToken string `json:"refresh_token"`
@@ -154,20 +149,56 @@ func acrDetail(body []byte) string {
 
 // refreshExpiry reads exp from the refresh token's JWT claims.
 func (p *Provider) refreshExpiry(tok string) time.Time {
-	parts := strings.Split(tok, ".")
-	if len(parts) == 3 {
-		if b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "=")); err == nil {
-			var c struct {
-				Exp json.Number `json:"exp"`
-			}
-			if json.Unmarshal(b, &c) == nil {
-				if f, err := c.Exp.Float64(); err == nil && f > 0 {
-					return time.Unix(int64(f), 0)
-				}
-			}
-		}
+	if c := readClaims(tok); c.exp > 0 {
+		return time.Unix(c.exp, 0)
 	}
 	return p.now().Add(DefaultRefreshTokenLife)
+}
+
+// claims are what is read, unverified, from a token we were just given
+// over TLS by its issuer: the registry or AAD checks it, we only schedule.
+type claims struct {
+	exp int64
+	tid string
+}
+
+func readClaims(tok string) claims {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return claims{}
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return claims{}
+	}
+	var c struct {
+		Exp json.Number `json:"exp"`
+		Tid string      `json:"tid"`
+	}
+	if json.Unmarshal(b, &c) != nil {
+		return claims{}
+	}
+	exp, _ := c.Exp.Float64()
+	return claims{exp: int64(exp), tid: c.Tid}
+}
+
+// send makes one request with header (name, value pairs) and reads at
+// most maxBody of the answer; status is 0 when there was none.
+func (p *Provider) send(ctx context.Context, method, target string, body io.Reader, header ...string) (status int, answer []byte, retryIn time.Duration, err error) {
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := p.hc.Do(req)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	defer resp.Body.Close()
+	answer, _ = io.ReadAll(io.LimitReader(resp.Body, maxBody))
+	return resp.StatusCode, answer, retryAfter(resp), nil
 }
 
 func retryAfter(resp *http.Response) time.Duration {

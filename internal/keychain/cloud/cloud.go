@@ -19,6 +19,14 @@ type Config struct {
 	// use the metadata server's token (GCE_METADATA_HOST overrides its
 	// address). A pod's document never does.
 	GCPAmbient bool
+	// AzureAmbient lets a node credential document of type azure without
+	// keys use the node's managed identity through IMDS
+	// (AZURE_POD_IDENTITY_AUTHORITY_HOST overrides its address). A pod's
+	// document never does.
+	AzureAmbient bool
+	// AzureIdentityClientID picks a user-assigned managed identity; empty
+	// means the system-assigned one.
+	AzureIdentityClientID string
 	// GCPKeyDirs are the directories GOOGLE_APPLICATION_CREDENTIALS may
 	// name a key file under.
 	GCPKeyDirs []string
@@ -40,7 +48,7 @@ func Options(c Config) []keychain.Option {
 	return []keychain.Option{
 		keychain.WithProvider(aws.New(aws.WithAmbient(c.AWSAmbient))),
 		keychain.WithProvider(gcp.New(gopts...)),
-		keychain.WithProvider(azure.New()),
+		keychain.WithProvider(azure.New(azure.WithAmbient(c.AzureAmbient), azure.WithIdentityClientID(c.AzureIdentityClientID))),
 	}
 }
 

@@ -20,6 +20,7 @@ const (
 	APIAADToken    = "aad:token"
 	APIACRExchange = "acr:exchange"
 	APIACRToken    = "acr:token"
+	APIIMDSToken   = "imds:token"
 )
 
 // ACRRefreshUsername is the username that goes with an ACR refresh token.
@@ -43,12 +44,16 @@ type ACRExchange struct {
 // and one ACR login server (/oauth2/exchange, /oauth2/token, /v2/) on one
 // loopback TLS listener: URL is both the authority host and the registry,
 // Host the registry's host, Client an http.Client that trusts the listener.
+// IMDSURL is the instance metadata service's managed-identity token
+// endpoint, plain HTTP as on a VM.
 type Azure struct {
 	*Control
 	// URL is https://127.0.0.1:port.
 	URL string
 	// Host is 127.0.0.1:port, the registry (login server) host.
 	Host string
+	// IMDSURL is http://127.0.0.1:port, IMDS.
+	IMDSURL string
 
 	srv        *httptest.Server
 	key        []byte
@@ -57,6 +62,10 @@ type Azure struct {
 	audience   string
 	access     map[string]time.Time
 	exchanges  []ACRExchange
+	// identities are the node's managed identities: client id ("" for
+	// the system-assigned one) to tenant.
+	identities map[string]string
+	imds       *httptest.Server
 }
 
 // NewAzure starts the emulator; tb's cleanup stops it.
@@ -67,6 +76,7 @@ func NewAzure(tb testing.TB) *Azure {
 		principals: map[string]*azurePrincipal{},
 		audience:   "https://containerregistry.azure.net",
 		access:     map[string]time.Time{},
+		identities: map[string]string{},
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /{tenant}/oauth2/v2.0/token", z.aadToken)
@@ -77,11 +87,69 @@ func NewAzure(tb testing.TB) *Azure {
 	z.URL = z.srv.URL
 	z.Host = strings.TrimPrefix(z.srv.URL, "https://")
 	tb.Cleanup(z.srv.Close)
+	z.imds = httptest.NewServer(http.HandlerFunc(z.imdsToken))
+	z.IMDSURL = z.imds.URL
+	tb.Cleanup(z.imds.Close)
 	return z
 }
 
-// Close stops the listener, as an endpoint that is down.
-func (z *Azure) Close() { z.srv.Close() }
+// Close stops the listeners, as endpoints that are down.
+func (z *Azure) Close() { z.srv.Close(); z.imds.Close() }
+
+// AssignIdentity gives the node a managed identity of tenant: clientID ""
+// is the system-assigned one, any other a user-assigned one.
+func (z *Azure) AssignIdentity(tenant, clientID string) {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	z.identities[clientID] = tenant
+}
+
+// imdsToken is IMDS's GET /metadata/identity/oauth2/token: a token for
+// resource, of the identity client_id names (or the system-assigned one).
+func (z *Azure) imdsToken(w http.ResponseWriter, r *http.Request) {
+	fault, life := z.begin(r.Context(), APIIMDSToken)
+	switch fault {
+	case Throttle:
+		oauthError(w, http.StatusTooManyRequests, "too_many_requests", "IMDS throttled the request")
+		return
+	case Unavailable:
+		oauthError(w, http.StatusInternalServerError, "unknown_error", "IMDS is unavailable")
+		return
+	case NotFound:
+		oauthError(w, http.StatusNotFound, "not_found", "IMDS is updating")
+		return
+	case BadRequest, Deny:
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Identity not found")
+		return
+	}
+	q := r.URL.Query()
+	z.mu.Lock()
+	aud := z.audience
+	tenant, ok := z.identities[q.Get("client_id")]
+	z.mu.Unlock()
+	switch {
+	case r.Method != http.MethodGet || r.URL.Path != "/metadata/identity/oauth2/token":
+		http.NotFound(w, r)
+	case r.Header.Get("Metadata") != "true":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Required metadata header not specified")
+	case q.Get("api-version") == "":
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Required query variable 'api-version' is missing")
+	case strings.TrimRight(q.Get("resource"), "/") != aud:
+		oauthError(w, http.StatusBadRequest, "invalid_resource", "AADSTS500011: The resource principal named "+q.Get("resource")+" was not found")
+	case !ok:
+		oauthError(w, http.StatusBadRequest, "invalid_request", "Identity not found")
+	default:
+		exp := time.Now().Add(aadTokenLife)
+		if life < 0 {
+			exp = time.Now().Add(life)
+		}
+		tok := signHS256(z.key, map[string]any{"aud": aud, "tid": tenant, "appid": q.Get("client_id"), "iat": time.Now().Unix(), "exp": exp.Unix()})
+		w.Header().Set("Content-Type", "application/json")
+		// IMDS sends its numbers as strings.
+		_ = json.NewEncoder(w).Encode(map[string]string{"token_type": "Bearer", "access_token": tok, "resource": q.Get("resource"),
+			"expires_in": fmt.Sprint(int(time.Until(exp).Seconds())), "expires_on": fmt.Sprint(exp.Unix())})
+	}
+}
 
 // Client trusts the emulator's TLS certificate.
 func (z *Azure) Client() *http.Client { return z.srv.Client() }
