@@ -97,6 +97,18 @@ type Config struct {
 	// MintTimeout bounds one credential mint (a cloud token call), as a Go
 	// duration ("30s").
 	MintTimeout string `toml:"mint_timeout"`
+	// EnsureSecretPulledImages keeps a pod from running an image another
+	// pod pulled with its own credential, for kubelets without
+	// KubeletEnsureSecretPulledImages (KEP-2535): ImageStatus answers
+	// "absent" for an image only pods' own credentials (annotation or
+	// request auth) pulled, so kubelet calls PullImage with the asking
+	// pod's credentials even under IfNotPresent, and the registry checks
+	// them (one manifest request; the layers stay). Images pulled
+	// anonymously or with node credentials, and images pulled before this
+	// was on, are not hidden. Under imagePullPolicy Never a secret-pulled
+	// image is then unavailable; a pod starting from one needs the
+	// registry. Off by default.
+	EnsureSecretPulledImages bool `toml:"ensure_secret_pulled_images"`
 	// CredentialsUIDs are the peer uids, besides root, that the Credentials
 	// service (DESIGN §6) answers. The b9 socket is root-only (0600), so a
 	// uid listed here reaches the service through CredentialsAddress.

@@ -62,6 +62,9 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 		log.G(ctx).WithFields(fields).WithError(st).Warn("b9-resolver: pull failed")
 		return nil, st
 	}
+	if s.cfg.EnsureSecretPulledImages {
+		s.recordPullAccess(ctx, id, openAccess(u, presented))
+	}
 	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
 	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")
 	if len(s.opts.onPulled) > 0 {
@@ -110,9 +113,19 @@ func (s *Service) ListImages(ctx context.Context, req *runtime.ListImagesRequest
 	return s.cri.ListImages(ctx, req, grpc.WaitForReady(true))
 }
 
-// ImageStatus is forwarded to containerd's CRI.
+// ImageStatus is forwarded to containerd's CRI; with
+// ensure_secret_pulled_images an image only pods' own credentials pulled
+// is answered as absent (hideSecretPulled).
 func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
-	return s.cri.ImageStatus(ctx, req, grpc.WaitForReady(true))
+	resp, err := s.cri.ImageStatus(ctx, req, grpc.WaitForReady(true))
+	if err != nil || !s.cfg.EnsureSecretPulledImages {
+		return resp, err
+	}
+	resp, err = s.hideSecretPulled(ctx, resp)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return resp, nil
 }
 
 // RemoveImage is forwarded to containerd's CRI.

@@ -52,6 +52,8 @@ type Service struct {
 	// credentials registers the Credentials service alone, for
 	// credentials_address.
 	credentials func(*grpc.Server)
+	// accessMu serialises recordPullAccess's read-modify-write of labels.
+	accessMu sync.Mutex
 }
 
 // Option configures a Service.
