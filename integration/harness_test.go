@@ -343,13 +343,13 @@ func (n *node) restartContainerd() {
 }
 
 // startStandalone runs `containerd-b9 standalone` on its own socket with
-// the same config file, in pull mode mode.
-func (n *node) startStandalone(mode string) {
+// the same config file, in pull mode mode, with more flags.
+func (n *node) startStandalone(mode string, flags ...string) {
 	n.t.Helper()
 	n.standAddr = filepath.Join(n.dir, "standalone", "b9.sock")
 	n.standalone = startProcEnv(n.t, "standalone", filepath.Join(n.dir, "standalone.log"), n.env,
-		containerdBin, "standalone", "--config", n.config, "--containerd-address", n.containerd,
-		"--address", n.standAddr, "--pull-mode", mode, "--log-level", "debug")
+		append([]string{containerdBin, "standalone", "--config", n.config, "--containerd-address", n.containerd,
+			"--address", n.standAddr, "--pull-mode", mode, "--log-level", "debug"}, flags...)...)
 	waitSocket(n.t, n.standalone, n.standAddr, 30*time.Second)
 }
 

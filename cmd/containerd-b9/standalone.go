@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/containerd/log"
 	"github.com/urfave/cli/v3"
 
+	"github.com/beam-cloud/b9-resolver/internal/metrics"
 	"github.com/beam-cloud/b9-resolver/plugin/service"
 )
 
@@ -29,6 +35,7 @@ table's keys alone; flags override it.`,
 			&cli.StringFlag{Name: "address", Aliases: []string{"a"}, Usage: "the b9 socket (default " + service.DefaultAddress + ")"},
 			&cli.StringFlag{Name: "pull-mode", Usage: "direct or forward"},
 			&cli.StringFlag{Name: "log-level", Aliases: []string{"l"}, Value: "info", Usage: "trace, debug, info, warn, error"},
+			&cli.StringFlag{Name: "metrics-address", Usage: "HOST:PORT to serve Prometheus metrics on at /v1/metrics, as containerd's [metrics] address (default: none)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if err := log.SetLevel(cmd.String("log-level")); err != nil {
@@ -52,7 +59,33 @@ table's keys alone; flags override it.`,
 			}
 			ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if addr := cmd.String("metrics-address"); addr != "" {
+				closeMetrics, err := serveMetrics(ctx, addr)
+				if err != nil {
+					return err
+				}
+				defer closeMetrics()
+			}
 			return service.Run(ctx, *cfg)
 		},
 	}
+}
+
+// serveMetrics serves the metrics on addr at /v1/metrics, the path
+// containerd's metrics server uses, until the returned func is called.
+func serveMetrics(ctx context.Context, addr string) (func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--metrics-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/metrics", metrics.Handler())
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.G(ctx).WithError(err).Error("b9-resolver: metrics server stopped")
+		}
+	}()
+	log.G(ctx).WithField("address", l.Addr().String()).Info("b9-resolver: serving metrics at /v1/metrics")
+	return func() { _ = srv.Close() }, nil
 }

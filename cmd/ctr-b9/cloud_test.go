@@ -156,7 +156,11 @@ func TestNodeDocumentAmbient(t *testing.T) {
 	if n := emu.Calls(cloudemu.APIGCEMetadataToken); n != 0 {
 		t.Fatalf("a pod document reached the metadata server %d times", n)
 	}
-	c := credsJSON(t, ctrB9Child(t, env, "creds", "-o", "json", "--gcp-ambient", "--node-document", `{"type":"gcp"}`, ref))
+	r = ctrB9Child(t, env, "creds", "--gcp-ambient", "--node-document", `{"type":"gcp"}`, ref)
+	if r.status != 1 || !strings.Contains(r.stderr, "field registry: missing; a node credential must name its registry") {
+		t.Fatalf("node document without a registry: %+v", r)
+	}
+	c := credsJSON(t, ctrB9Child(t, env, "creds", "-o", "json", "--gcp-ambient", "--node-document", `{"registry":"us-docker.pkg.dev","type":"gcp"}`, ref))
 	if c.Provider != "gcp/metadata" || c.Source != "--node-document" || c.Username != "oauth2accesstoken" {
 		t.Fatalf("node document, ambient on: %+v", c)
 	}
@@ -190,7 +194,7 @@ func TestNodeDocumentAzureManagedIdentity(t *testing.T) {
 	if r.status != 1 || !strings.Contains(r.stderr, "only for node credentials") {
 		t.Fatalf("pod document without keys, ambient on: %+v", r)
 	}
-	c := credsJSON(t, ctrB9Child(t, env, append(args, "--node-document", `{"type":"azure"}`, ref)...))
+	c := credsJSON(t, ctrB9Child(t, env, append(args, "--node-document", `{"registry":"`+emu.Host+`","type":"azure"}`, ref)...))
 	if c.Provider != "azure/managed-identity" || c.Source != "--node-document" || !c.IdentityToken || c.Username != "00000000-0000-0000-0000-000000000000" {
 		t.Fatalf("node document, ambient on: %+v", c)
 	}

@@ -157,13 +157,13 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 		// The plugin parses node documents without the image's host: one
 		// node document means the same for every image.
 		node, err := documentFlag(cmd, "node-document", "")
+		if err == nil {
+			node, err = document.AsNode(node)
+		}
 		if err != nil {
 			return nil, err
 		}
-		for _, d := range node {
-			d.Node = true
-			docs = append(docs, d)
-		}
+		docs = append(docs, node...)
 	}
 	return docs, nil
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/metrics"
 )
 
 // Defaults for the cache and refresh policy.
@@ -185,6 +186,7 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 			go k.refresh(e.key, p, e.reg, e.doc)
 		}
 		k.cache.mu.Unlock()
+		metrics.CacheLookup(true)
 		// The cached credential may have been minted for another host of
 		// the same scope, from the same secret under another document (an
 		// other annotation key, another pod); it is presented to this host
@@ -193,6 +195,7 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 		return cred, nil
 	}
 	k.cache.mu.Unlock()
+	metrics.CacheLookup(false)
 
 	ch := k.group.DoChan(key.String(), func() (any, error) {
 		// Mint on a context the first caller's cancellation cannot cut
@@ -216,7 +219,9 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 
 // mint calls the provider and caches the result.
 func (k *Keychain) mint(ctx context.Context, key cacheKey, p Provider, reg registry.Registry, doc document.Document) (Credential, error) {
+	start := time.Now()
 	m, err := p.Mint(ctx, reg, doc)
+	metrics.Mint(string(doc.Type), err, time.Since(start))
 	if err != nil {
 		return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err)
 	}

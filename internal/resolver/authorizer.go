@@ -17,6 +17,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/metrics"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -225,8 +226,10 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 		if !cred.IdentityToken {
 			rc.basic = "Basic " + base64.StdEncoding.EncodeToString([]byte(cred.Username+":"+cred.Secret.Reveal()))
 		}
-		if !cred.ExpiresAt.IsZero() && cred.ExpiresAt.Before(rc.until) {
-			rc.until = cred.ExpiresAt
+		// Ask again before it nears expiry, as the keychain retires it:
+		// a long pull must not go on presenting a dying credential.
+		if exp := cred.ExpiresAt; !exp.IsZero() && exp.Add(-keychain.DefaultMaxMargin).Before(rc.until) {
+			rc.until = exp.Add(-keychain.DefaultMaxMargin)
 		}
 	}
 	h.mu.Lock()
@@ -278,6 +281,7 @@ func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr tokenRequest) (
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.fetchTimeout)
 		defer cancel()
 		tok, life, err := fetchToken(fctx, tr)
+		metrics.TokenFetch(err)
 		if err != nil {
 			return nil, err
 		}

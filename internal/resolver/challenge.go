@@ -39,6 +39,10 @@ type challenge struct {
 	service string // bearer
 }
 
+// maxChallengeHosts bounds how many hosts' challenges are remembered:
+// pods choose the hosts, and a forgotten one costs one 401.
+const maxChallengeHosts = 4096
+
 // challenges remembers each host's challenge for the life of the node
 // process. Registries do not change scheme or realm between pulls; if one
 // does, its next 401 replaces the entry.
@@ -58,6 +62,12 @@ func (c *challenges) set(host string, ch challenge) {
 	c.mu.Lock()
 	if c.m == nil {
 		c.m = map[string]challenge{}
+	}
+	if _, ok := c.m[host]; !ok && len(c.m) >= maxChallengeHosts {
+		for h := range c.m { // an arbitrary one: map order is random
+			delete(c.m, h)
+			break
+		}
 	}
 	c.m[host] = ch
 	c.mu.Unlock()

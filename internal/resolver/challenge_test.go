@@ -1,6 +1,7 @@
 package resolver
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -34,5 +35,20 @@ func TestCheckRealm(t *testing.T) {
 		if err != nil && !errdefs.IsPermissionDenied(err) && !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%s: unclassified error %v", tc.realm, err)
 		}
+	}
+}
+
+// Pods choose the hosts; the challenges remembered for them stay bounded,
+// and the newest host is kept.
+func TestChallengesAreBounded(t *testing.T) {
+	var c challenges
+	for i := range maxChallengeHosts + 100 {
+		c.set(fmt.Sprintf("host-%d.example", i), challenge{scheme: schemeBearer})
+	}
+	if n := len(c.m); n != maxChallengeHosts {
+		t.Errorf("%d challenges remembered, want %d", n, maxChallengeHosts)
+	}
+	if _, ok := c.get(fmt.Sprintf("host-%d.example", maxChallengeHosts+99)); !ok {
+		t.Error("the newest host's challenge was dropped")
 	}
 }

@@ -45,7 +45,13 @@ func Listen(ctx context.Context, addr string, opts ...Option) (net.Listener, err
 	}
 	dir := filepath.Dir(addr)
 	if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(dir, m.dir); err != nil {
+		// Missing parents are ordinary folders (0755, like /run's): the
+		// socket's own folder is the one that guards it, and a group
+		// given the socket must be able to reach it.
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return nil, fmt.Errorf("socket folder %s: %w", dir, err)
+		}
+		if err := os.Mkdir(dir, m.dir); err != nil && !errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("socket folder %s: %w", dir, err)
 		}
 		// MkdirAll applies the umask; the folder's mode must be ours

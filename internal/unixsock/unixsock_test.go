@@ -75,7 +75,8 @@ func TestListenWithGroup(t *testing.T) {
 		t.Skip("needs root to give the socket another group (CI runs tests as root)")
 	}
 	const gid = 65534
-	addr := filepath.Join(t.TempDir(), "creds", "credentials.sock")
+	// Two missing levels: the group must get through the parent too.
+	addr := filepath.Join(t.TempDir(), "run", "creds", "credentials.sock")
 	l, err := Listen(t.Context(), addr, WithGroup(gid))
 	if err != nil {
 		t.Fatal(err)
@@ -90,5 +91,8 @@ func TestListenWithGroup(t *testing.T) {
 		if fi.Mode().Perm() != want || st.Gid != gid || st.Uid != 0 {
 			t.Errorf("%s: mode %v uid %d gid %d; want %v, root, group %d", path, fi.Mode().Perm(), st.Uid, st.Gid, want, gid)
 		}
+	}
+	if fi, err := os.Stat(filepath.Dir(filepath.Dir(addr))); err != nil || fi.Mode().Perm()&0o005 != 0o005 {
+		t.Errorf("created parent folder %v (%v): others cannot pass through to the group's folder", fi.Mode().Perm(), err)
 	}
 }

@@ -81,7 +81,8 @@ type Config struct {
 	AnnotationPrefix string `toml:"annotation_prefix"`
 	// Isolation is "strict" (default) or "fallback".
 	Isolation Isolation `toml:"isolation"`
-	// NodeCredentials are the node's own credentials, used for a host no
+	// NodeCredentials are the node's own credentials (each document names
+	// its registry), used for a host no
 	// annotation and no request auth covers.
 	NodeCredentials NodeCredentials `toml:"node_credentials"`
 	// Cloud configures the aws, gcp and azure providers.
@@ -137,11 +138,13 @@ type NodeCredentials struct {
 	// It is read at each pull, so edits apply without a restart; a missing
 	// file means no credentials.
 	DockerConfig string `toml:"docker_config"`
-	// Documents are credential documents (any DESIGN §3 form) written in
-	// the config. A document without "registry" applies to every image.
+	// Documents are credential documents (the envelope forms of DESIGN §3)
+	// written in the config. Each must name its "registry": a node
+	// credential for any image would be sent to any registry a pod names.
 	Documents []string `toml:"documents"`
-	// DocumentFiles each hold one credential document; they are read at
-	// each pull so a rotated secret applies without a restart.
+	// DocumentFiles each hold one credential document (naming its
+	// registry); they are read at each pull so a rotated secret applies
+	// without a restart.
 	DocumentFiles []string `toml:"document_files"`
 }
 
@@ -268,11 +271,14 @@ func (c Config) validate() (*settings, error) {
 		// Parsed once here so a bad document stops the plugin at start;
 		// the error names the index and field, never the value.
 		docs, err := document.Parse(fmt.Sprintf("node_credentials.documents[%d]", i), text, "")
+		if err == nil {
+			docs, err = document.AsNode(docs)
+		}
 		if err != nil {
 			bad("node_credentials.documents", "%v", err)
 			continue
 		}
-		s.nodeDocs = append(s.nodeDocs, asNode(docs)...)
+		s.nodeDocs = append(s.nodeDocs, docs...)
 	}
 	for i, f := range c.NodeCredentials.DocumentFiles {
 		if !filepath.IsAbs(f) {

@@ -23,17 +23,19 @@ func TestConfigDefaults(t *testing.T) {
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
 	for key, cfg := range map[string]Config{
-		"pull_mode":                  {PullMode: "sideways"},
-		"isolation":                  {Isolation: "loose"},
-		"address":                    {Address: "relative.sock"},
-		"annotation_prefix":          {AnnotationPrefix: "no-slash"},
-		"mint_timeout":               {MintTimeout: "soon"},
-		"refresh_fraction":           {RefreshFraction: 1.5},
-		"registry_mappings":          {RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}},
-		"runtime_snapshotters":       {RuntimeSnapshotters: map[string]string{"kata": ""}},
-		"credentials_address":        {CredentialsAddress: "creds.sock"},
-		"credentials_gid":            {CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1},
-		"node_credentials.documents": {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}},
+		"pull_mode":            {PullMode: "sideways"},
+		"isolation":            {Isolation: "loose"},
+		"address":              {Address: "relative.sock"},
+		"annotation_prefix":    {AnnotationPrefix: "no-slash"},
+		"mint_timeout":         {MintTimeout: "soon"},
+		"refresh_fraction":     {RefreshFraction: 1.5},
+		"registry_mappings":    {RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}},
+		"runtime_snapshotters": {RuntimeSnapshotters: map[string]string{"kata": ""}},
+		"credentials_address":  {CredentialsAddress: "creds.sock"},
+		// A node credential for any registry would go to whichever a pod names.
+		"node_credentials.documents ": {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"gcp"}`}}},
+		"credentials_gid":             {CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1},
+		"node_credentials.documents":  {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}},
 		// The CRI socket must not be opened to the Credentials socket's group.
 		"credentials_address ": {Address: "/run/b9/b9.sock", CredentialsAddress: "/run/b9//b9.sock"},
 	} {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/metrics"
 )
 
 // runtimeHandlerAnnotation is the deprecated sandbox annotation CRI still
@@ -24,12 +25,14 @@ const runtimeHandlerAnnotation = "io.kubernetes.cri.runtime-handler"
 // PullImage resolves the credentials for the image's registry from the
 // pod's annotations, the request's auth and the node, then pulls (direct)
 // or forwards (forward). It returns the image id as containerd's CRI does.
-func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
+func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) (_ *runtime.PullImageResponse, retErr error) {
 	start := time.Now()
 	ref, err := s.cfg.detector.ParseReference(req.GetImage().GetImage())
 	if err != nil {
+		metrics.Pull(string(s.cfg.PullMode), "unknown", errdefs.ErrInvalidArgument, time.Since(start))
 		return nil, errgrpc.ToGRPC(withMessage(errdefs.ErrInvalidArgument, "pull: "+err.Error()))
 	}
+	defer func() { metrics.Pull(string(s.cfg.PullMode), string(ref.Registry.Kind), retErr, time.Since(start)) }()
 	host := ref.Registry.Host
 	docs, err := document.FromAnnotations(req.GetSandboxConfig().GetAnnotations(), s.cfg.AnnotationPrefix, host)
 	if err != nil {
@@ -44,6 +47,12 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 
 	var id string
 	var shared bool
+	if s.cfg.EnsureSecretPulledImages {
+		if name := pullingName(ref.String()); name != "" {
+			s.beginPull(name)
+			defer s.endPull(name)
+		}
+	}
 	if s.cfg.PullMode == PullForward {
 		id, err = s.pullForward(ctx, req, ref, pa)
 	} else {
@@ -63,7 +72,11 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 		return nil, st
 	}
 	if s.cfg.EnsureSecretPulledImages {
-		s.recordPullAccess(ctx, id, openAccess(u, presented))
+		if err := s.recordPullAccess(ctx, id, pullWasOpen(pa)); err != nil {
+			st := pullStatus(err, ref, pa)
+			log.G(ctx).WithFields(fields).WithError(st).Warn("b9-resolver: pull failed")
+			return nil, st
+		}
 	}
 	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
 	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")
@@ -121,7 +134,7 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusReque
 	if err != nil || !s.cfg.EnsureSecretPulledImages {
 		return resp, err
 	}
-	resp, err = s.hideSecretPulled(ctx, resp)
+	resp, err = s.hideSecretPulled(ctx, req, resp)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

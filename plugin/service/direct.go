@@ -71,6 +71,10 @@ func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest,
 func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host, snapshotter string, pa *pullAuth) (string, error) {
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	imageLabels := map[string]string{criImageLabel: criImageLabelManaged}
+	if s.cfg.EnsureSecretPulledImages {
+		// Born secret; recordPullAccess opens them if the pull was open.
+		imageLabels[PullAccessLabel] = PullAccessSecret
+	}
 	var img containerd.Image
 	for {
 		var err error

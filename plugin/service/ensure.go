@@ -7,82 +7,147 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
+	distref "github.com/distribution/reference"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// PullAccessLabel records, on the containerd image record named by the
-// image id, who could pull the image (ensure_secret_pulled_images):
-// PullAccessOpen once a pull succeeded anonymously or with the node's own
-// credentials — anyone on the node could have it — else PullAccessSecret
-// when only a pod's own credential (annotation or request auth) pulled it.
-// Open is never taken back.
+// PullAccessLabel records, on every containerd image record of a pulled
+// image (its id, tag and digest names), who could pull it
+// (ensure_secret_pulled_images): PullAccessOpen once a pull succeeded with
+// nothing but anonymous access or the node's own credentials on every host
+// it used — anyone on the node could have it — else PullAccessSecret. Open
+// is never taken back.
 const (
 	PullAccessLabel  = "b9.beam.cloud/pull-access"
 	PullAccessOpen   = "open"
 	PullAccessSecret = "secret"
 )
 
-// openAccess reports whether the credential u that pulled an image is no
-// pod's own: nothing was presented (the registry asked for none), it is
-// anonymous or public, or it came from the node's credentials.
-func openAccess(u presented, ok bool) bool {
-	if !ok || u.cred.Anonymous || u.cand.public() {
+// openAccess reports whether a credential presented during a pull is no
+// pod's own: anonymous or public, or from the node's credentials.
+func openAccess(u presented) bool {
+	if u.cred.Anonymous || u.cand.public() {
 		return true
 	}
 	fromPod := u.cand.cred != nil || u.cand.doc.Type != ""
 	return !fromPod || u.cand.tier == tierNode
 }
 
-// recordPullAccess labels the image id's record after a successful pull.
-// A failure only costs the protection for this image, so it is logged,
-// not returned: the pull itself succeeded.
-func (s *Service) recordPullAccess(ctx context.Context, id string, open bool) {
+// pullWasOpen reports whether every host of a pull (the registry and any
+// mirror) got only open access; a host that asked for nothing counts as
+// open.
+func pullWasOpen(pa *pullAuth) bool {
+	for _, u := range pa.presentedAll() {
+		if !openAccess(u) {
+			return false
+		}
+	}
+	return true
+}
+
+// pullingName is the name ImageStatus may ask for while a pull of ref is
+// under way (its CRI-normalised form), or "" for an id or digest-only
+// reference.
+func pullingName(image string) string {
+	named, err := distref.ParseDockerRef(image)
+	if err != nil {
+		return ""
+	}
+	return named.String()
+}
+
+// beginPull marks name as being pulled: until endPull, ImageStatus answers
+// "absent" for it, since its records may exist before they are labelled.
+func (s *Service) beginPull(name string) {
+	s.accessMu.Lock()
+	defer s.accessMu.Unlock()
+	if s.pulling == nil {
+		s.pulling = map[string]int{}
+	}
+	s.pulling[name]++
+}
+
+func (s *Service) endPull(name string) {
+	s.accessMu.Lock()
+	defer s.accessMu.Unlock()
+	if s.pulling[name]--; s.pulling[name] <= 0 {
+		delete(s.pulling, name)
+	}
+}
+
+// recordPullAccess labels every image record pointing at the image id's
+// target. Failing to means the image cannot be handed out safely, so the
+// pull fails (Unavailable) and kubelet retries.
+func (s *Service) recordPullAccess(ctx context.Context, id string, open bool) error {
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	s.accessMu.Lock()
 	defer s.accessMu.Unlock()
 	is := s.client.ImageService()
 	img, err := is.Get(ctx, id)
 	if err != nil {
-		log.G(ctx).WithError(err).WithField("image_id", id).Warn("b9-resolver: cannot record who pulled the image")
-		return
+		return fmt.Errorf("recording who pulled %s: %w: %w", id, err, errdefs.ErrUnavailable)
 	}
+	records, err := is.List(ctx, "target.digest=="+img.Target.Digest.String())
+	if err != nil {
+		return fmt.Errorf("recording who pulled %s: %w: %w", id, err, errdefs.ErrUnavailable)
+	}
+	// Open is for the content, whatever name: a direct pull's tag record
+	// is rewritten whole by the containerd client, its id record is not.
 	want := PullAccessSecret
-	if open || img.Labels[PullAccessLabel] == PullAccessOpen {
-		want = PullAccessOpen
+	for _, r := range records {
+		if open || r.Labels[PullAccessLabel] == PullAccessOpen {
+			want = PullAccessOpen
+		}
 	}
-	if img.Labels[PullAccessLabel] == want {
-		return
+	for _, r := range records {
+		if r.Labels[PullAccessLabel] == want {
+			continue
+		}
+		if r.Labels == nil {
+			r.Labels = map[string]string{}
+		}
+		r.Labels[PullAccessLabel] = want
+		if _, err := is.Update(ctx, r, "labels."+PullAccessLabel); err != nil {
+			return fmt.Errorf("recording who pulled %s (%s): %w: %w", id, r.Name, err, errdefs.ErrUnavailable)
+		}
 	}
-	if img.Labels == nil {
-		img.Labels = map[string]string{}
-	}
-	img.Labels[PullAccessLabel] = want
-	if _, err := is.Update(ctx, img, "labels."+PullAccessLabel); err != nil {
-		log.G(ctx).WithError(err).WithField("image_id", id).Warn("b9-resolver: cannot record who pulled the image")
-	}
+	return nil
 }
 
 // hideSecretPulled turns containerd's answer for an image only pods' own
-// credentials pulled into "not present", so kubelet calls PullImage — with
-// the asking pod's credentials — even under IfNotPresent, and the registry
-// decides again (a manifest request; the layers are already here). Images
-// pulled openly, and images this service did not pull (preloaded), are
-// answered as they are.
-func (s *Service) hideSecretPulled(ctx context.Context, resp *runtime.ImageStatusResponse) (*runtime.ImageStatusResponse, error) {
+// credentials pulled — or one being pulled right now — into "not
+// present", so kubelet calls PullImage with the asking pod's credentials
+// even under IfNotPresent, and the registry decides again (a manifest
+// request; the layers are already here). Images pulled openly, and images
+// this service did not pull (preloaded), are answered as they are.
+func (s *Service) hideSecretPulled(ctx context.Context, req *runtime.ImageStatusRequest, resp *runtime.ImageStatusResponse) (*runtime.ImageStatusResponse, error) {
 	id := resp.GetImage().GetId()
 	if id == "" {
 		return resp, nil
 	}
-	img, err := s.client.ImageService().Get(namespaces.WithNamespace(ctx, Namespace), id)
-	switch {
-	case errdefs.IsNotFound(err):
-		return resp, nil
-	case err != nil:
-		// Answering "present" here would let a pod skip the check.
-		return nil, fmt.Errorf("image status %s: reading its pull record: %w", id, err)
-	case img.Labels[PullAccessLabel] == PullAccessSecret:
-		log.G(ctx).WithField("image_id", id).Debug("b9-resolver: secret-pulled image reported absent; the pod's PullImage decides")
+	name := pullingName(req.GetImage().GetImage())
+	s.accessMu.Lock()
+	inFlight := name != "" && s.pulling[name] > 0
+	s.accessMu.Unlock()
+	if inFlight {
 		return &runtime.ImageStatusResponse{}, nil
+	}
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+	for _, n := range []string{id, name} {
+		if n == "" {
+			continue
+		}
+		img, err := s.client.ImageService().Get(ctx, n)
+		switch {
+		case errdefs.IsNotFound(err):
+			continue
+		case err != nil:
+			// Answering "present" here would let a pod skip the check.
+			return nil, fmt.Errorf("image status %s: reading its pull record: %w", id, err)
+		case img.Labels[PullAccessLabel] == PullAccessSecret:
+			log.G(ctx).WithField("image_id", id).Debug("b9-resolver: secret-pulled image reported absent; the pod's PullImage decides")
+			return &runtime.ImageStatusResponse{}, nil
+		}
 	}
 	return resp, nil
 }

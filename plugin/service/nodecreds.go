@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -57,10 +58,13 @@ func (n *nodeCredentials) lookup(ctx context.Context, host string, imageHost boo
 		// The host is not passed: a node document states its registry or
 		// type, so one file means the same for every image.
 		parsed, err := document.Parse(sourceNodeFile+f, string(b), "")
+		if err == nil {
+			parsed, err = document.AsNode(parsed)
+		}
 		if err != nil {
 			return candidate{}, false, err
 		}
-		docs = append(docs[:len(docs):len(docs)], asNode(parsed)...)
+		docs = append(docs[:len(docs):len(docs)], parsed...)
 	}
 	if d, ok := pickDocument(docs, host, imageHost); ok {
 		return candidate{tier: tierNode, doc: d}, true, nil
@@ -153,15 +157,6 @@ func (n *nodeCredentials) fromAuthEntry(source, host string, a dockerAuth) (cand
 	return candidate{tier: tierNode, doc: d}, true, nil
 }
 
-// asNode marks documents as node credentials (document.Document.Node):
-// only these may use the node's own cloud identity.
-func asNode(docs []document.Document) []document.Document {
-	for i := range docs {
-		docs[i].Node = true
-	}
-	return docs
-}
-
 // helperOutput is the docker-credential-helpers "get" answer.
 type helperOutput struct {
 	Username string `json:"Username"`
@@ -182,6 +177,12 @@ func (n *nodeCredentials) fromHelper(ctx context.Context, source, name, host str
 	cmd.Stdin = strings.NewReader(serverURL)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	// A helper is often a script: on timeout kill its whole process group,
+	// and stop waiting for pipes a straggler still holds, or the pull (and
+	// every other pull of the host) would wait for it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = time.Second
 	if err := cmd.Run(); err != nil {
 		// The helper protocol reports "credentials not found" on stdout.
 		if strings.Contains(stdout.String()+stderr.String(), "credentials not found") {

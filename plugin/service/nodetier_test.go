@@ -42,7 +42,7 @@ func TestAmbientIdentityIsForNodeDocumentsOnly(t *testing.T) {
 		node NodeCredentials
 	}{
 		{"no node credentials", NodeCredentials{}},
-		{"node document configured", NodeCredentials{Documents: []string{`{"type":"gcp"}`}}},
+		{"node document configured", NodeCredentials{Documents: []string{`{"registry":"gcr.io","type":"gcp"}`}}},
 	} {
 		t.Run("pod annotation, "+tc.name, func(t *testing.T) {
 			_, cli := startService(t, Config{ContainerdAddress: sock, PullMode: PullForward,
@@ -68,7 +68,7 @@ func TestAmbientIdentityIsForNodeDocumentsOnly(t *testing.T) {
 		})
 	}
 	for name, node := range map[string]NodeCredentials{
-		"node document":      {Documents: []string{`{"type":"gcp"}`}},
+		"node document":      {Documents: []string{`{"registry":"gcr.io","type":"gcp"}`}},
 		"node document file": {DocumentFiles: []string{nodeFile}},
 	} {
 		t.Run(name, func(t *testing.T) {

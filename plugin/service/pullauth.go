@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/log"
 
@@ -70,7 +71,10 @@ func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSour
 // earlier ones are used up or fail.
 func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Credential, error) {
 	p.mu.Lock()
-	if u, ok := p.used[host]; ok && !u.stale {
+	// A credential near its expiry is resolved again (the keychain has a
+	// fresh one by then): a long pull must not keep presenting it.
+	if u, ok := p.used[host]; ok && !u.stale &&
+		(u.cred.ExpiresAt.IsZero() || time.Now().Before(u.cred.ExpiresAt.Add(-keychain.DefaultMaxMargin))) {
 		p.mu.Unlock()
 		return u.cred, nil
 	}
@@ -167,6 +171,18 @@ func (p *pullAuth) record(host string, u presented) keychain.Credential {
 		p.secrets[base64.StdEncoding.EncodeToString([]byte(u.cred.Username+":"+s))] = struct{}{}
 	}
 	return u.cred
+}
+
+// presentedAll returns what was offered to every host of the pull (the
+// image's registry and any mirror).
+func (p *pullAuth) presentedAll() []presented {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	all := make([]presented, 0, len(p.used))
+	for _, u := range p.used {
+		all = append(all, u)
+	}
+	return all
 }
 
 // presentedTo returns what was offered to host, if anything.

@@ -335,3 +335,80 @@ func TestPullIdentityIsAFullHash(t *testing.T) {
 		t.Error("two identity tokens share a shared-pull key")
 	}
 }
+
+// A helper that overruns its timeout is stopped with everything it
+// started: a script's child still holding the output pipe must not keep
+// the pull (and every pull of the host) waiting.
+func TestCredentialHelperTimeoutStopsItsChildren(t *testing.T) {
+	dir := shortDir(t)
+	done := filepath.Join(dir, "done")
+	helper := filepath.Join(dir, "docker-credential-b9slow")
+	// The grandchild holds the output pipe and leaves a mark when it is
+	// done: without the group kill, the call returns only after the mark.
+	writeFile(t, helper, "#!/bin/sh\nsh -c 'sleep 3; touch "+done+"'\n")
+	if err := os.Chmod(helper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	cfg := filepath.Join(dir, "config.json")
+	writeFile(t, cfg, `{"credHelpers": {"slow.example": "b9slow"}}`)
+	node := &nodeCredentials{dockerConfig: cfg, helperTimeout: 200 * time.Millisecond}
+
+	_, found, err := node.lookup(ctxT(t), "slow.example", true)
+	if found || !errdefs.IsUnavailable(err) {
+		t.Fatalf("overrunning helper: found %v, err %v; want Unavailable", found, err)
+	}
+	// Had the call waited for the grandchild, its mark would be there.
+	if _, err := os.Stat(done); !os.IsNotExist(err) {
+		t.Fatalf("the call waited for the helper's child to finish (%v)", err)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if _, err := os.Stat(done); !os.IsNotExist(err) {
+		t.Fatalf("the helper's child outlived the timeout (%v)", err)
+	}
+}
+
+// lifeProvider mints numbered aws-type tokens of a fixed life.
+type lifeProvider struct {
+	life  time.Duration
+	mints atomic.Int32
+}
+
+func (*lifeProvider) Type() document.Type { return document.TypeAWS }
+
+func (p *lifeProvider) Mint(context.Context, registry.Registry, document.Document) (keychain.Minted, error) {
+	n := p.mints.Add(1)
+	return keychain.Minted{Username: "AWS", Secret: secret.New(fmt.Sprintf("tok-%d", n)), ExpiresAt: time.Now().Add(p.life)}, nil
+}
+
+// A pull keeps its credential for a host — unless it nears expiry: then
+// each use asks the keychain again, so a re-mint (here forced by another
+// pull's rejection) reaches a long-running pull before the old one dies.
+func TestNearExpiryCredentialIsAskedForAgain(t *testing.T) {
+	const host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+	for _, tt := range []struct {
+		life time.Duration
+		want string // the second use's token
+	}{
+		{12 * time.Hour, "tok-1"},
+		{keychain.DefaultMaxMargin / 2, "tok-2"},
+	} {
+		p := &lifeProvider{life: tt.life}
+		kc := keychain.New(keychain.WithProvider(p))
+		docs, err := document.FromAnnotations(map[string]string{annKey: `{"type":"aws","credentials":{"AWS_ACCESS_KEY_ID":"AKID","AWS_SECRET_ACCESS_KEY":"` + canaryPass + `"}}`}, "", host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pa := newPullAuth(kc, nil, &requestSources{imageHost: host, annotations: docs}, true)
+		first, err := pa.credential(context.Background(), host)
+		if err != nil || first.Secret.Reveal() != "tok-1" {
+			t.Fatalf("life %v: first use %v %v", tt.life, first.Secret.Reveal(), err)
+		}
+		kc.Invalidate(first)
+		second, err := pa.credential(context.Background(), host)
+		if err != nil || second.Secret.Reveal() != tt.want {
+			t.Errorf("life %v: second use got %q (%v), want %s", tt.life, second.Secret.Reveal(), err, tt.want)
+		}
+		kc.Close()
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/metrics"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
 	"github.com/beam-cloud/b9-resolver/internal/unixsock"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
@@ -52,8 +53,10 @@ type Service struct {
 	// credentials registers the Credentials service alone, for
 	// credentials_address.
 	credentials func(*grpc.Server)
-	// accessMu serialises recordPullAccess's read-modify-write of labels.
+	// accessMu guards pulling and serialises recordPullAccess's
+	// read-modify-write of labels (ensure_secret_pulled_images).
 	accessMu sync.Mutex
+	pulling  map[string]int // names being pulled, by count
 }
 
 // Option configures a Service.
@@ -235,6 +238,13 @@ func (s *Service) Start(ctx context.Context) error {
 	return nil
 }
 
+// countCalls counts every unary call on the b9 sockets by method and code.
+func countCalls(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	metrics.Call(info.FullMethod, err)
+	return resp, err
+}
+
 // servingSocket is one socket and the server answering on it.
 type servingSocket struct {
 	addr   string
@@ -254,7 +264,8 @@ func (s *Service) serve(ctx context.Context, addr string, lopts []unixsock.Optio
 	// on every call, which a unix socket gains nothing from.
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize),
 		grpc.NumStreamWorkers(uint32(goruntime.GOMAXPROCS(0))),
-		grpc.InitialWindowSize(socketWindow), grpc.InitialConnWindowSize(socketWindow)},
+		grpc.InitialWindowSize(socketWindow), grpc.InitialConnWindowSize(socketWindow),
+		grpc.ChainUnaryInterceptor(countCalls)},
 		s.opts.serverOpts...)...)
 	register(srv)
 	go func() {

@@ -80,6 +80,14 @@ func TestIsolationFromNodeCredentials(t *testing.T) {
 	if len(e.Requests()) != n {
 		t.Fatalf("a pod's keyless document made %d AWS calls", len(e.Requests())-n)
 	}
+	// Nor does a host that is no ECR, even for a node document: it is
+	// whatever registry a pod named, and an ECR token would go to it.
+	generic := awsDoc(t, document.KeyAWSRegion, "us-east-1")
+	generic.Node = true
+	_, err = ambient.Mint(ctx, reg("registry.evil.example"), generic)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "only sent to ecr/ecr-public registries") || len(e.Requests()) != n {
+		t.Fatalf("generic host, node document without keys: %v (%d AWS calls); want InvalidArgument and none", err, len(e.Requests())-n)
+	}
 	if _, err := ambient.Mint(ctx, reg(ecrHost), node); err != nil {
 		t.Fatalf("node document without keys, ambient on: %v", err)
 	}

@@ -49,6 +49,11 @@ func (*Provider) Type() document.Type { return document.TypeAWS }
 // Mint gets an authorization token for reg's partition and region (or
 // ECR Public) with the document's principal.
 func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document.Document) (keychain.Minted, error) {
+	if doc.Node && p.ambient && !doc.Has(document.KeyAWSAccessKeyID) {
+		if err := keychain.AmbientFor(reg, doc, "AWS identity", registry.KindECR, registry.KindECRPublic); err != nil {
+			return keychain.Minted{}, err
+		}
+	}
 	t, err := targetFor(reg, doc)
 	if err != nil {
 		return keychain.Minted{}, err

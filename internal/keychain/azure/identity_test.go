@@ -10,6 +10,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
 )
 
@@ -84,12 +85,13 @@ func TestManagedIdentityEndpointFromEnvironment(t *testing.T) {
 func TestManagedIdentityErrors(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
-		name  string
-		setup func(*cloudemu.Azure)
-		opts  []Option
-		class func(error) bool
-		want  string
-		imds  int
+		name    string
+		setup   func(*cloudemu.Azure)
+		opts    []Option
+		class   func(error) bool
+		want    string
+		imds    int
+		generic bool // the registry is of kind generic
 	}{
 		{name: "no identity on the node", class: errdefs.IsUnauthorized, imds: 1,
 			want: `IMDS refused the node's managed identity (system-assigned): HTTP 400 invalid_request: Identity not found`},
@@ -110,6 +112,9 @@ func TestManagedIdentityErrors(t *testing.T) {
 			want: "throttled (3 attempts)"},
 		{name: "IMDS unreachable (not an Azure VM)", class: errdefs.IsUnavailable, opts: []Option{WithIMDSEndpoint("http://127.0.0.1:1")},
 			want: "http://127.0.0.1:1 unreachable (is this an Azure VM with a managed identity?)"},
+		{name: "a host that is no ACR (whatever registry a pod named)", class: errdefs.IsInvalidArgument,
+			setup: func(z *cloudemu.Azure) { z.AssignIdentity(tenantID, "") }, generic: true,
+			want: "managed identity is only sent to acr registries, and"},
 		{name: "registry without AAD exchange", class: errdefs.IsNotImplemented, imds: 1,
 			setup: func(z *cloudemu.Azure) {
 				z.AssignIdentity(tenantID, "")
@@ -123,7 +128,11 @@ func TestManagedIdentityErrors(t *testing.T) {
 			if tt.setup != nil {
 				tt.setup(z)
 			}
-			_, err := identityProvider(z, tt.opts...).Mint(context.Background(), acr(z, "azure"), nodeDoc(t))
+			reg := acr(z, "azure")
+			if tt.generic {
+				reg.Kind = registry.KindGeneric
+			}
+			_, err := identityProvider(z, tt.opts...).Mint(context.Background(), reg, nodeDoc(t))
 			if err == nil {
 				t.Fatal("Mint succeeded")
 			}

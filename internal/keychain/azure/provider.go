@@ -58,6 +58,9 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 			return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAzureClientID,
 				Reason: "missing; a pod's azure document needs AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the node's managed identity is only for node credentials)"}
 		case p.ambient:
+			if err := keychain.AmbientFor(reg, doc, "managed identity", registry.KindACR); err != nil {
+				return keychain.Minted{}, err
+			}
 			return p.managedIdentity(ctx, reg, doc)
 		}
 		return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAzureClientID,

@@ -105,3 +105,18 @@ func identify(d Document) (fingerprint, identity string) {
 func New(source, reg string, typ Type, keys map[string]secret.Secret, host string) (Document, error) {
 	return finish(source, "", reg, string(typ), keys, nil, host)
 }
+
+// AsNode marks docs as node credentials (Document.Node), the only ones
+// that may use the node's own cloud identity. Each must name its registry:
+// a node credential for "any image" would go to whatever registry a pod
+// names, and that registry would keep it.
+func AsNode(docs []Document) ([]Document, error) {
+	for i := range docs {
+		if docs[i].Registry == "" {
+			return nil, &Error{Source: docs[i].Source, Field: "registry",
+				Reason: "missing; a node credential must name its registry (without one it would be sent to any registry a pod pulls from)"}
+		}
+		docs[i].Node = true
+	}
+	return docs, nil
+}

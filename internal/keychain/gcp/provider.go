@@ -71,6 +71,9 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 		return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyGoogleAppCreds,
 			Reason: "missing; a pod's gcp document needs a service-account key or GCP_ACCESS_TOKEN (the node's own identity is only for node credentials)"}
 	case p.ambient:
+		if err := keychain.AmbientFor(reg, doc, "metadata-server identity", registry.KindGCR, registry.KindGAR); err != nil {
+			return keychain.Minted{}, err
+		}
 		return p.metadataToken(ctx)
 	}
 	return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyGoogleAppCreds,

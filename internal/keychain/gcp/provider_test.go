@@ -232,6 +232,13 @@ func TestMetadata(t *testing.T) {
 		!strings.Contains(err.Error(), "a pod's gcp document needs") || !strings.Contains(err.Error(), "only for node credentials") {
 		t.Fatalf("pod document, ambient on: %v, %d metadata calls; want InvalidArgument and none", err, g.Calls(cloudemu.APIGCEMetadataToken))
 	}
+	// Nor does a host that is no Google registry get the node's token,
+	// even for a node document: it is whatever registry a pod named.
+	_, err = p.Mint(ctx, reg("registry.evil.example"), doc)
+	if !errdefs.IsInvalidArgument(err) || g.Calls(cloudemu.APIGCEMetadataToken) != 0 ||
+		!strings.Contains(err.Error(), "only sent to gcr/gar registries") {
+		t.Fatalf("generic host, ambient on: %v, %d metadata calls; want InvalidArgument and none", err, g.Calls(cloudemu.APIGCEMetadataToken))
+	}
 	m, err := p.Mint(ctx, reg("gcr.io"), doc)
 	if err != nil || m.Provider != "gcp/metadata" || !g.Valid(m.Secret.Reveal(), time.Now()) {
 		t.Fatalf("ambient: %+v, %v", m, err)
