@@ -3,6 +3,7 @@ package integration
 import (
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -114,6 +115,10 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("containerd's /v1/metrics: %s%v = %v, want %v", c.name, c.labels, got, c.want)
 		}
 	}
+	// Pulls run for minutes: the histogram must see them.
+	if top := maxBucket(fams["b9_resolver_image_pull_seconds"]); top < 600 {
+		t.Errorf("pull duration buckets end at %vs; pulls of minutes would all be +Inf", top)
+	}
 	if value(fams, "b9_resolver_image_pulls_total", map[string]string{"mode": "forward"}) != 0 {
 		t.Error("the standalone daemon's forward pull shows in containerd's metrics")
 	}
@@ -129,4 +134,17 @@ func TestMetrics(t *testing.T) {
 			}
 		}
 	}
+}
+
+// maxBucket is the largest finite upper bound of a histogram family.
+func maxBucket(f *dto.MetricFamily) float64 {
+	var top float64
+	for _, m := range f.GetMetric() {
+		for _, b := range m.GetHistogram().GetBucket() {
+			if ub := b.GetUpperBound(); ub > top && !math.IsInf(ub, 1) {
+				top = ub
+			}
+		}
+	}
+	return top
 }

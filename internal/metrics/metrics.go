@@ -22,12 +22,16 @@ var (
 
 	pulls = ns.NewLabeledCounter("image_pulls",
 		"PullImage calls by pull mode, registry kind and gRPC code", "mode", "kind", "code")
-	pullTime = ns.NewLabeledTimer("image_pull",
-		"PullImage duration, by pull mode", "mode")
+	// Pulls take from a manifest round trip to many minutes.
+	pullTime = ns.NewLabeledTimerWithBuckets("image_pull",
+		"PullImage duration, by pull mode",
+		[]float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800}, "mode")
 	mints = ns.NewLabeledCounter("credential_mints",
 		"credential mints (first and background refresh) by document type and outcome", "type", "outcome")
-	mintTime = ns.NewLabeledTimer("credential_mint",
-		"credential mint duration (a cloud token call, a file read), by document type", "type")
+	// Mints run from microseconds (basic) to the mint timeout (30 s).
+	mintTime = ns.NewLabeledTimerWithBuckets("credential_mint",
+		"credential mint duration (a cloud token call, a file read), by document type",
+		[]float64{0.0001, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30}, "type")
 	lookups = ns.NewLabeledCounter("credential_cache_lookups",
 		"keychain lookups: hit (a cached credential served) or miss (minted)", "result")
 	tokenFetches = ns.NewLabeledCounter("registry_token_fetches",

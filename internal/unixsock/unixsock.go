@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -69,6 +70,9 @@ func Listen(ctx context.Context, addr string, opts ...Option) (net.Listener, err
 		// The socket's own mode still holds.
 		log.G(ctx).WithField("folder", dir).WithField("mode", fi.Mode().Perm().String()).
 			Warn("b9-resolver: socket folder is open to other users; use a folder of its own (" + m.dir.String() + ")")
+	} else if err == nil && m.gid >= 0 && !groupCanEnter(fi, m.gid) {
+		log.G(ctx).WithField("folder", dir).WithField("mode", fi.Mode().Perm().String()).WithField("gid", m.gid).
+			Warn("b9-resolver: the socket's group cannot enter its folder, so its members cannot connect; use a folder of its own")
 	}
 	if fi, err := os.Lstat(addr); err == nil {
 		if fi.Mode()&fs.ModeSocket == 0 {
@@ -106,4 +110,14 @@ func Remove(addr string) {
 	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&fs.ModeSocket != 0 {
 		_ = os.Remove(addr)
 	}
+}
+
+// groupCanEnter reports whether members of gid may pass through dir.
+func groupCanEnter(dir fs.FileInfo, gid int) bool {
+	perm := dir.Mode().Perm()
+	if perm&0o001 != 0 {
+		return true
+	}
+	st, ok := dir.Sys().(*syscall.Stat_t)
+	return ok && int(st.Gid) == gid && perm&0o010 != 0
 }

@@ -1,13 +1,17 @@
 package unixsock
 
 import (
+	"bytes"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
+	"github.com/containerd/log"
+	"github.com/sirupsen/logrus"
 )
 
 func TestListen(t *testing.T) {
@@ -94,5 +98,38 @@ func TestListenWithGroup(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Dir(filepath.Dir(addr))); err != nil || fi.Mode().Perm()&0o005 != 0o005 {
 		t.Errorf("created parent folder %v (%v): others cannot pass through to the group's folder", fi.Mode().Perm(), err)
+	}
+}
+
+// An existing folder the group cannot enter (not ours to chmod) is
+// reported: its members could never connect.
+func TestListenWarnsWhenTheGroupCannotEnter(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "closed")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	logger := logrus.New()
+	logger.SetOutput(&buf)
+	ctx := log.WithLogger(t.Context(), logrus.NewEntry(logger))
+	l, err := Listen(ctx, filepath.Join(dir, "c.sock"), WithGroup(65534))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if !strings.Contains(buf.String(), "cannot enter its folder") {
+		t.Errorf("no warning for a folder the group cannot enter; logged %q", buf.String())
+	}
+	buf.Reset()
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	l, err = Listen(ctx, filepath.Join(dir, "d.sock"), WithGroup(65534))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if strings.Contains(buf.String(), "cannot enter") {
+		t.Errorf("warned about a folder anyone may pass through: %q", buf.String())
 	}
 }

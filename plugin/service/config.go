@@ -105,8 +105,10 @@ type Config struct {
 	// request auth) pulled, so kubelet calls PullImage with the asking
 	// pod's credentials even under IfNotPresent, and the registry checks
 	// them (one manifest request; the layers stay). Images pulled
-	// anonymously or with node credentials, and images pulled before this
-	// was on, are not hidden. Under imagePullPolicy Never a secret-pulled
+	// anonymously or with node credentials, and images older than the
+	// service that it never pulled, are not hidden; an image created
+	// since (by another client, or a pull whose labelling failed) is,
+	// until a pull through this service labels it. Under imagePullPolicy Never a secret-pulled
 	// image is then unavailable; a pod starting from one needs the
 	// registry. Off by default.
 	EnsureSecretPulledImages bool `toml:"ensure_secret_pulled_images"`

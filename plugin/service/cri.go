@@ -48,7 +48,9 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	var id string
 	var shared bool
 	if s.cfg.EnsureSecretPulledImages {
-		if name := pullingName(ref.String()); name != "" {
+		// Under the canonical name and as asked: forward mode hands the
+		// latter to containerd, whose records then carry it.
+		for _, name := range pullingNames(ref.String(), req.GetImage().GetImage()) {
 			s.beginPull(name)
 			defer s.endPull(name)
 		}

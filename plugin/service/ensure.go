@@ -3,6 +3,8 @@ package service
 import (
 	"context"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -34,16 +36,16 @@ func openAccess(u presented) bool {
 }
 
 // pullWasOpen reports whether every host of a pull (the registry and any
-// mirror) got only open access; a host that asked for nothing counts as
-// open.
+// mirror) got only open access all along; a host that asked for nothing
+// counts as open.
 func pullWasOpen(pa *pullAuth) bool {
-	for _, u := range pa.presentedAll() {
-		if !openAccess(u) {
-			return false
-		}
-	}
-	return true
+	pa.mu.Lock()
+	defer pa.mu.Unlock()
+	return !pa.podCredentialUsed
 }
+
+// recordTimeout bounds labelling a pulled image's records.
+const recordTimeout = 30 * time.Second
 
 // pullingName is the name ImageStatus may ask for while a pull of ref is
 // under way (its CRI-normalised form), or "" for an id or digest-only
@@ -54,6 +56,17 @@ func pullingName(image string) string {
 		return ""
 	}
 	return named.String()
+}
+
+// pullingNames are the distinct non-empty pullingName forms of images.
+func pullingNames(images ...string) []string {
+	var names []string
+	for _, image := range images {
+		if n := pullingName(image); n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // beginPull marks name as being pulled: until endPull, ImageStatus answers
@@ -77,8 +90,12 @@ func (s *Service) endPull(name string) {
 
 // recordPullAccess labels every image record pointing at the image id's
 // target. Failing to means the image cannot be handed out safely, so the
-// pull fails (Unavailable) and kubelet retries.
+// pull fails (Unavailable) and kubelet retries; until a pull labels them,
+// unlabelled records newer than the service stay hidden (hideSecretPulled).
+// It runs to the end even if the caller gives up.
 func (s *Service) recordPullAccess(ctx context.Context, id string, open bool) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), recordTimeout)
+	defer cancel()
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	s.accessMu.Lock()
 	defer s.accessMu.Unlock()
@@ -115,11 +132,13 @@ func (s *Service) recordPullAccess(ctx context.Context, id string, open bool) er
 }
 
 // hideSecretPulled turns containerd's answer for an image only pods' own
-// credentials pulled — or one being pulled right now — into "not
-// present", so kubelet calls PullImage with the asking pod's credentials
-// even under IfNotPresent, and the registry decides again (a manifest
-// request; the layers are already here). Images pulled openly, and images
-// this service did not pull (preloaded), are answered as they are.
+// credentials pulled — or one being pulled right now, or one created since
+// this service started that no pull has labelled yet (a forward pull whose
+// labelling failed, an image another client pulled) — into "not present",
+// so kubelet calls PullImage with the asking pod's credentials even under
+// IfNotPresent, and the registry decides again (a manifest request; the
+// layers are already here). Images pulled openly, and images older than
+// the service that it never labelled (preloaded), are answered as they are.
 func (s *Service) hideSecretPulled(ctx context.Context, req *runtime.ImageStatusRequest, resp *runtime.ImageStatusResponse) (*runtime.ImageStatusResponse, error) {
 	id := resp.GetImage().GetId()
 	if id == "" {
@@ -144,8 +163,9 @@ func (s *Service) hideSecretPulled(ctx context.Context, req *runtime.ImageStatus
 		case err != nil:
 			// Answering "present" here would let a pod skip the check.
 			return nil, fmt.Errorf("image status %s: reading its pull record: %w", id, err)
-		case img.Labels[PullAccessLabel] == PullAccessSecret:
-			log.G(ctx).WithField("image_id", id).Debug("b9-resolver: secret-pulled image reported absent; the pod's PullImage decides")
+		case img.Labels[PullAccessLabel] == PullAccessSecret,
+			img.Labels[PullAccessLabel] == "" && img.CreatedAt.After(s.ensureSince):
+			log.G(ctx).WithField("image_id", id).Debug("b9-resolver: image reported absent until a pull with the pod's credentials; the registry decides")
 			return &runtime.ImageStatusResponse{}, nil
 		}
 	}

@@ -48,12 +48,20 @@ func TestPullWasOpen(t *testing.T) {
 		{"pod credential at a mirror, nothing at the registry", map[string]presented{"mirror": pod}, false},
 		{"pod credential at the registry", map[string]presented{"mirror": anon, "reg": pod}, false},
 	} {
-		pa := &pullAuth{used: map[string]presented{}}
+		pa := &pullAuth{used: map[string]presented{}, secrets: map[string]struct{}{}}
 		for h, u := range tt.used {
-			pa.used[h] = u
+			pa.record(h, u)
 		}
 		if got := pullWasOpen(pa); got != tt.open {
 			t.Errorf("%s: open = %v, want %v", tt.name, got, tt.open)
 		}
+	}
+	// A pod credential replaced by the node's partway through (fallback)
+	// still made the pull secret.
+	pa := &pullAuth{used: map[string]presented{}, secrets: map[string]struct{}{}}
+	pa.record("reg", pod)
+	pa.record("reg", presented{cand: candidate{tier: tierNode, doc: basic}})
+	if pullWasOpen(pa) {
+		t.Error("a pull that presented a pod credential, then the node's, counted as open")
 	}
 }

@@ -35,6 +35,10 @@ type pullAuth struct {
 	// rejected one, the retry starts past it (isolation "fallback").
 	skip map[string]int
 	used map[string]presented
+	// podCredentialUsed is set once a pod's own credential (not anonymous,
+	// public or the node's) was presented to any host of the pull, even if
+	// a later one replaced it (ensure_secret_pulled_images).
+	podCredentialUsed bool
 	// secrets are values to cut from messages; see scrub.
 	secrets map[string]struct{}
 }
@@ -164,6 +168,9 @@ func (p *pullAuth) record(host string, u presented) keychain.Credential {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.used[host] = u
+	if !openAccess(u) {
+		p.podCredentialUsed = true
+	}
 	if s := u.cred.Secret.Reveal(); s != "" {
 		p.secrets[s] = struct{}{}
 		// A registry or proxy echoing a basic Authorization header would
@@ -171,18 +178,6 @@ func (p *pullAuth) record(host string, u presented) keychain.Credential {
 		p.secrets[base64.StdEncoding.EncodeToString([]byte(u.cred.Username+":"+s))] = struct{}{}
 	}
 	return u.cred
-}
-
-// presentedAll returns what was offered to every host of the pull (the
-// image's registry and any mirror).
-func (p *pullAuth) presentedAll() []presented {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	all := make([]presented, 0, len(p.used))
-	for _, u := range p.used {
-		all = append(all, u)
-	}
-	return all
 }
 
 // presentedTo returns what was offered to host, if anything.

@@ -57,6 +57,9 @@ type Service struct {
 	// read-modify-write of labels (ensure_secret_pulled_images).
 	accessMu sync.Mutex
 	pulling  map[string]int // names being pulled, by count
+	// ensureSince is when the service was built: unlabelled image records
+	// created after it are hidden until a pull labels them.
+	ensureSince time.Time
 }
 
 // Option configures a Service.
@@ -162,6 +165,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		criCon: criCon,
 		cri:    runtime.NewImageServiceClient(criCon),
 	}
+	svc.ensureSince = time.Now()
 	if err := svc.withCredentialsService(store); err != nil {
 		svc.Close()
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)

@@ -75,7 +75,7 @@ func (p *Provider) exchange(ctx context.Context, reg registry.Registry, tenant, 
 		var body []byte
 		var wait time.Duration
 		var err error
-		status, body, wait, err = p.send(ctx, http.MethodPost, "https://"+reg.Host+"/oauth2/exchange", strings.NewReader(form),
+		status, body, wait, err = p.send(ctx, p.hc, http.MethodPost, "https://"+reg.Host+"/oauth2/exchange", strings.NewReader(form),
 			"Content-Type", "application/x-www-form-urlencoded")
 		if err != nil {
 			return false, 0, err
@@ -184,7 +184,7 @@ func readClaims(tok string) claims {
 
 // send makes one request with header (name, value pairs) and reads at
 // most maxBody of the answer; status is 0 when there was none.
-func (p *Provider) send(ctx context.Context, method, target string, body io.Reader, header ...string) (status int, answer []byte, retryIn time.Duration, err error) {
+func (p *Provider) send(ctx context.Context, hc *http.Client, method, target string, body io.Reader, header ...string) (status int, answer []byte, retryIn time.Duration, err error) {
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return 0, nil, 0, err
@@ -192,7 +192,7 @@ func (p *Provider) send(ctx context.Context, method, target string, body io.Read
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	resp, err := p.hc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, 0, err
 	}
