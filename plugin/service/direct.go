@@ -160,7 +160,7 @@ func credentialRefWrapper(pa *pullAuth, host string) func(images.Handler) images
 // createOrUpdateImage is CRI's createOrUpdateImageReference: create the
 // name, or point an existing one at the new target with CRI's label.
 func (s *Service) createOrUpdateImage(ctx context.Context, name string, target ocispec.Descriptor, imageLabels map[string]string) error {
-	is := s.client.ImageService()
+	is := s.images
 	img := images.Image{Name: name, Target: target, Labels: imageLabels}
 	if _, err := is.Create(ctx, img); err == nil || !errdefs.IsAlreadyExists(err) {
 		return err

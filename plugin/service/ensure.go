@@ -99,7 +99,7 @@ func (s *Service) recordPullAccess(ctx context.Context, id string, open bool) er
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	s.accessMu.Lock()
 	defer s.accessMu.Unlock()
-	is := s.client.ImageService()
+	is := s.images
 	img, err := is.Get(ctx, id)
 	if err != nil {
 		return fmt.Errorf("recording who pulled %s: %w: %w", id, err, errdefs.ErrUnavailable)
@@ -156,7 +156,7 @@ func (s *Service) hideSecretPulled(ctx context.Context, req *runtime.ImageStatus
 		if n == "" {
 			continue
 		}
-		img, err := s.client.ImageService().Get(ctx, n)
+		img, err := s.images.Get(ctx, n)
 		switch {
 		case errdefs.IsNotFound(err):
 			continue

@@ -1,7 +1,18 @@
 package service
 
 import (
+	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/metadata"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	bolt "go.etcd.io/bbolt"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
@@ -63,5 +74,87 @@ func TestPullWasOpen(t *testing.T) {
 	pa.record("reg", presented{cand: candidate{tier: tierNode, doc: basic}})
 	if pullWasOpen(pa) {
 		t.Error("a pull that presented a pod credential, then the node's, counted as open")
+	}
+}
+
+// imageStore is containerd's own bolt-backed image store (what the
+// plugin's client reaches), in a temp dir.
+func imageStore(t *testing.T) images.Store {
+	t.Helper()
+	db, err := bolt.Open(filepath.Join(t.TempDir(), "meta.db"), 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return metadata.NewImageStore(metadata.NewDB(db, nil, nil))
+}
+
+func statusFor(id string) *runtime.ImageStatusResponse {
+	return &runtime.ImageStatusResponse{Image: &runtime.Image{Id: id}}
+}
+
+// What ImageStatus hides, against containerd's real image store: secret
+// and in-flight images, and unlabelled ones newer than the service; not
+// open ones or older unlabelled (preloaded) ones. Open, once recorded for
+// any name of the content, covers every name and is never taken back.
+func TestEnsureSecretPulledImagesRecords(t *testing.T) {
+	ctx := namespaces.WithNamespace(t.Context(), Namespace)
+	s := &Service{images: imageStore(t), ensureSince: time.Now().Add(-time.Hour)}
+	target := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("manifest"), Size: 10}
+	const id, tag = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", "registry.example/team/app:v1"
+	other := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: digest.FromString("other"), Size: 10}
+	for _, img := range []images.Image{{Name: id, Target: target}, {Name: tag, Target: target}, {Name: "registry.example/x:1", Target: other}} {
+		if _, err := s.images.Create(ctx, img); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hidden := func(name string) bool {
+		t.Helper()
+		resp, err := s.hideSecretPulled(ctx, &runtime.ImageStatusRequest{Image: &runtime.ImageSpec{Image: name}}, statusFor(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.GetImage() == nil
+	}
+	label := func(name string) string {
+		t.Helper()
+		img, err := s.images.Get(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img.Labels[PullAccessLabel]
+	}
+
+	if !hidden(tag) {
+		t.Error("an unlabelled image created since the service started is shown")
+	}
+	s.ensureSince = time.Now().Add(time.Hour) // now the records predate the service
+	if hidden(tag) {
+		t.Error("an unlabelled image older than the service (preloaded) is hidden")
+	}
+	s.beginPull(pullingName(tag))
+	if !hidden(tag) {
+		t.Error("an image being pulled is shown")
+	}
+	s.endPull(pullingName(tag))
+
+	if err := s.recordPullAccess(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if label(id) != PullAccessSecret || label(tag) != PullAccessSecret || label("registry.example/x:1") != "" {
+		t.Errorf("secret pull labelled id %q tag %q other %q; want both names of the content secret, the other image untouched",
+			label(id), label(tag), label("registry.example/x:1"))
+	}
+	if !hidden(tag) || !hidden("sha256:"+strings.Repeat("0", 64)) {
+		t.Error("a secret-pulled image is shown")
+	}
+	if err := s.recordPullAccess(ctx, id, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.recordPullAccess(ctx, id, false); err != nil {
+		t.Fatal(err)
+	}
+	if label(id) != PullAccessOpen || label(tag) != PullAccessOpen || hidden(tag) {
+		t.Errorf("after an open pull and another secret one: id %q tag %q; want open for good", label(id), label(tag))
 	}
 }

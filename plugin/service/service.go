@@ -9,6 +9,7 @@ import (
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/dialer"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
@@ -57,6 +58,8 @@ type Service struct {
 	// read-modify-write of labels (ensure_secret_pulled_images).
 	accessMu sync.Mutex
 	pulling  map[string]int // names being pulled, by count
+	// images is containerd's image store (k8s.io is set per call).
+	images images.Store
 	// ensureSince is when the service was built: unlabelled image records
 	// created after it are hidden until a pull labels them.
 	ensureSince time.Time
@@ -165,7 +168,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		criCon: criCon,
 		cri:    runtime.NewImageServiceClient(criCon),
 	}
-	svc.ensureSince = time.Now()
+	svc.images, svc.ensureSince = client.ImageService(), time.Now()
 	if err := svc.withCredentialsService(store); err != nil {
 		svc.Close()
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
