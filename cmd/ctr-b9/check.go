@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
+	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/urfave/cli/v3"
@@ -66,7 +67,12 @@ Example:
 			if cmd.NArg() != 1 {
 				return usagef("check takes exactly one image reference (got %d arguments)", cmd.NArg())
 			}
-			res := runCheck(ctx, cmd)
+			res, usage := runCheck(ctx, cmd)
+			if usage != nil {
+				// Flags given wrong are not a registry problem: exit 2, as
+				// creds does.
+				return usage
+			}
 			format := cmd.String("output")
 			if err := emitCheck(cmd.Root().Writer, format, res); err != nil {
 				return err
@@ -86,6 +92,7 @@ type checker struct {
 	ref   registry.Reference
 	docs  []document.Document
 	cred  keychain.Credential
+	usage error // the flags were given wrong (exit 2)
 	host  docker.RegistryHost
 	chals []auth.Challenge
 	token string
@@ -111,7 +118,9 @@ func (c *checker) skip(name, why string) {
 	c.res.Steps = append(c.res.Steps, step{Name: name, Status: "skipped", Detail: why})
 }
 
-func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
+// runCheck runs the steps; a usage error (bad flags) is returned apart
+// from the result.
+func runCheck(ctx context.Context, cmd *cli.Command) (checkResult, error) {
 	kc := newKeychain(cmd)
 	defer kc.Close()
 	c := &checker{kc: kc, res: checkResult{Reference: cmd.Args().First()}}
@@ -139,6 +148,9 @@ func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
 		{"document", func() (string, string, error) {
 			docs, err := documentsFromFlags(cmd, c.ref.Registry.Host)
 			c.docs = docs
+			if errors.As(err, new(usageError)) {
+				c.usage = err
+			}
 			if err != nil {
 				return "", "the credential document is malformed: " + err.Error(), err
 			}
@@ -172,11 +184,11 @@ func runCheck(ctx context.Context, cmd *cli.Command) checkResult {
 			for _, rest := range steps[i+1:] {
 				c.skip(rest.name, "an earlier step failed")
 			}
-			return c.res
+			return c.res, c.usage
 		}
 	}
 	c.res.OK = true
-	return c.res
+	return c.res, nil
 }
 
 // ping sends GET /v2/ to the first host hosts.toml gives for the registry.
@@ -375,27 +387,35 @@ func (c *checker) noCredentials() string {
 }
 
 func (c *checker) diagnoseToken(err error) string {
-	msg := err.Error()
-	switch {
-	case strings.Contains(msg, "401"):
+	switch tokenStatus(err) {
+	case http.StatusUnauthorized:
 		if c.cred.Anonymous {
 			return c.noCredentials()
 		}
 		return fmt.Sprintf("wrong username or password: the token endpoint rejected the credential from %s", c.cred.Source)
-	case strings.Contains(msg, "403"):
+	case http.StatusForbidden:
 		return fmt.Sprintf("the token endpoint refused the credential from %s access to %s", c.cred.Source, c.ref.Repository)
 	}
-	return "the token endpoint failed: " + oneLine(msg)
+	return "the token endpoint failed: " + oneLine(err.Error())
+}
+
+// tokenStatus is the HTTP status a token endpoint answered with, 0 when
+// the request got no answer. (Its message holds the URL, whose port or
+// repository may contain any digits.)
+func tokenStatus(err error) int {
+	var st remoteserrors.ErrUnexpectedStatus
+	if errors.As(err, &st) {
+		return st.StatusCode
+	}
+	return 0
 }
 
 // fallbackToGet mirrors containerd: token servers without OAuth POST answer
 // 404, 405, 400 or 401 to it.
 func fallbackToGet(err error) bool {
-	msg := err.Error()
-	for _, code := range []string{"404", "405", "400", "401"} {
-		if strings.Contains(msg, code) {
-			return true
-		}
+	switch tokenStatus(err) {
+	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest, http.StatusUnauthorized:
+		return true
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
 
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
@@ -166,5 +169,40 @@ func TestCheckDNS(t *testing.T) {
 	res, r := checkJSON(t, "--creds", "u:"+canary, "no-such-registry.b9test:5000/app:v1")
 	if res.OK || r.status != 1 || !strings.Contains(res.Diagnosis, "DNS: no-such-registry.b9test does not resolve") {
 		t.Fatalf("diagnosis %q, steps %s", res.Diagnosis, stepStatus(res))
+	}
+}
+
+// The token endpoint's status decides the diagnosis and the GET fallback,
+// not digits elsewhere in the message (a port, a repository name).
+func TestTokenStatusIsTheAnswersNotTheURLs(t *testing.T) {
+	unavailable := remoteserrors.ErrUnexpectedStatus{Status: "503 Service Unavailable", StatusCode: 503,
+		RequestURL: "https://auth.example:4001/token?scope=repository:team/ml-401k:pull", RequestMethod: "POST"}
+	c := &checker{}
+	c.cred.Source = "--creds"
+	if d := c.diagnoseToken(unavailable); strings.Contains(d, "wrong username") || !strings.Contains(d, "token endpoint failed") {
+		t.Errorf("503 diagnosed as %q", d)
+	}
+	if fallbackToGet(unavailable) {
+		t.Error("a 503 made the check fall back to GET")
+	}
+	rejected := remoteserrors.ErrUnexpectedStatus{Status: "401 Unauthorized", StatusCode: 401, RequestURL: "https://auth.example/token"}
+	if d := c.diagnoseToken(rejected); !strings.Contains(d, "wrong username or password") {
+		t.Errorf("401 diagnosed as %q", d)
+	}
+	if !fallbackToGet(remoteserrors.ErrUnexpectedStatus{StatusCode: 405}) || fallbackToGet(errors.New("dial tcp: connection refused")) {
+		t.Error("GET fallback: want it for 405, not for a connection failure")
+	}
+}
+
+// Flags given wrong are a usage error for check as for creds: exit 2,
+// before any registry is contacted.
+func TestCheckBadFlagsAreUsageErrors(t *testing.T) {
+	for _, args := range [][]string{
+		{"check", "--creds", "nocolon", "registry.example/a:1"},
+		{"check", "--document", "robot:x", "--annotations", "/nonexistent.json", "registry.example/a:1"},
+	} {
+		if r := ctrB9(t, args...); r.status != 2 {
+			t.Errorf("%v: status %d (%s), want 2", args, r.status, r.stderr)
+		}
 	}
 }

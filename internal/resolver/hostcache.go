@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -33,22 +35,31 @@ type cachedHosts struct {
 	hosts []docker.RegistryHost
 }
 
+// hostsRecheck bounds how long an entry lives without any change seen:
+// hosts.toml may name certificates outside its directory (ca = "/etc/…"),
+// which are not stat'ed, so a rotated one is picked up within this time.
+const hostsRecheck = 5 * time.Minute
+
 // hostsStamp is what an entry was built from: the host's directory (""
-// without one) and the state of it and its hosts.toml. Any change — the
-// directory appearing, going, moving to another root, its files (certs.d
-// style certificates) being added or removed, hosts.toml being edited —
-// makes a new stamp.
+// without one) and the state of it, its hosts.toml and every file in it.
+// Any change — the directory appearing, going, moving to another root, a
+// certificate or key in it added, removed or rewritten in place,
+// hosts.toml being edited — makes a new stamp, and so does each
+// hostsRecheck period.
 type hostsStamp struct {
 	dir      string
 	dirMod   time.Time
 	file     bool
 	fileMod  time.Time
 	fileSize int64
+	files    string // name, size, mtime and inode of each file in dir
+	period   int64
 }
 
 // stampOf stats dir and its hosts.toml; ok is false when they cannot be
 // stat'ed, and the host is then configured afresh (reporting the error).
 func stampOf(dir string) (s hostsStamp, ok bool) {
+	s.period = time.Now().UnixNano() / int64(hostsRecheck)
 	if dir == "" {
 		return s, true
 	}
@@ -58,6 +69,23 @@ func stampOf(dir string) (s hostsStamp, ok bool) {
 		return s, false
 	}
 	s.dirMod = di.ModTime()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return s, false
+	}
+	var files strings.Builder
+	for _, e := range entries {
+		fi, err := os.Stat(filepath.Join(dir, e.Name())) // through links, as the loader reads them
+		if err != nil {
+			continue
+		}
+		var ino uint64
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			ino = st.Ino
+		}
+		fmt.Fprintf(&files, "%s\x00%d\x00%d\x00%d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano(), ino)
+	}
+	s.files = files.String()
 	fi, err := os.Stat(filepath.Join(dir, "hosts.toml"))
 	switch {
 	case errors.Is(err, os.ErrNotExist):

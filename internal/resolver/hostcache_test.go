@@ -263,3 +263,32 @@ func TestHostsCacheConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A certificate or key rewritten in place (cp over it: the folder's mtime
+// does not change) makes a new stamp, so the next pull loads it; an
+// untouched folder keeps its stamp within a recheck period.
+func TestHostsStampSeesFilesRewrittenInPlace(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "client.cert")
+	if err := os.WriteFile(cert, []byte("old certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before, ok := stampOf(dir)
+	if !ok {
+		t.Fatal("stamp failed")
+	}
+	if again, _ := stampOf(dir); again != before && again.period == before.period {
+		t.Fatal("an untouched folder changed its stamp")
+	}
+	f, err := os.OpenFile(cert, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("new certificate, rotated"); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if after, _ := stampOf(dir); after.files == before.files {
+		t.Error("a certificate rewritten in place left the stamp unchanged")
+	}
+}

@@ -32,6 +32,19 @@ type cache struct {
 	mu  sync.RWMutex
 	m   map[Request]cacheEntry
 	ttl time.Duration
+	// gen counts forgets: an answer fetched before one is not kept, and
+	// callers after one do not join a fetch started before it.
+	gen uint64
+}
+
+// generation is the current forget count.
+func (c *cache) generation() uint64 {
+	if c == nil {
+		return 0
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
 }
 
 func newCache(ttl time.Duration) *cache {
@@ -51,9 +64,10 @@ func (c *cache) get(req Request, now time.Time) (Credential, bool) {
 	return e.cred, true
 }
 
-// put keeps cred until the TTL passes or its expiry nears, whichever is
-// first; a credential already inside its margin is not kept at all.
-func (c *cache) put(req Request, cred Credential, now time.Time) {
+// put keeps cred, fetched in generation gen, until the TTL passes or its
+// expiry nears, whichever is first; a credential already inside its margin,
+// or fetched before a forget, is not kept at all.
+func (c *cache) put(req Request, cred Credential, now time.Time, gen uint64) {
 	if c == nil {
 		return
 	}
@@ -70,6 +84,9 @@ func (c *cache) put(req Request, cred Credential, now time.Time) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if gen != c.gen {
+		return
+	}
 	if len(c.m) >= maxEntries {
 		for k, e := range c.m {
 			if !now.Before(e.until) {
@@ -90,5 +107,6 @@ func (c *cache) forget() {
 	}
 	c.mu.Lock()
 	clear(c.m)
+	c.gen++
 	c.mu.Unlock()
 }

@@ -3,6 +3,7 @@ package credclient
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -113,7 +114,10 @@ func (c *Client) GetCredentials(ctx context.Context, req Request) (Credential, e
 	}
 	// One call for all concurrent misses of one request: CLIP fetches the
 	// layers of an image in parallel.
-	key := req.Host + "\x00" + req.Repository + "\x00" + req.ImageRef + "\x00" + req.CredentialRef
+	// The generation is in the key: after a Forget, callers start a new
+	// fetch rather than wait for one that may return the forgotten answer.
+	gen := c.cache.generation()
+	key := strconv.FormatUint(gen, 10) + "\x00" + req.Host + "\x00" + req.Repository + "\x00" + req.ImageRef + "\x00" + req.CredentialRef
 	ch := c.group.DoChan(key, func() (any, error) {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
 		defer cancel()
@@ -121,7 +125,7 @@ func (c *Client) GetCredentials(ctx context.Context, req Request) (Credential, e
 		if err != nil {
 			return nil, err
 		}
-		c.cache.put(req, cred, c.now())
+		c.cache.put(req, cred, c.now(), gen)
 		return cred, nil
 	})
 	select {

@@ -166,6 +166,8 @@ type Cloud struct {
 	AzureIdentityClientID string `toml:"azure_identity_client_id"`
 	// GCPKeyDirs are folders GOOGLE_APPLICATION_CREDENTIALS may name key
 	// files in. None by default: a pod's path could name the node's key.
+	// Any pod may name any regular file under them, so put only keys every
+	// pod on the node may use there.
 	GCPKeyDirs []string `toml:"gcp_key_dirs"`
 	// GCPLoopbackTokenURI accepts service-account keys whose token_uri is
 	// on 127.0.0.0/8 or ::1 (token emulators). Off: only Google's.

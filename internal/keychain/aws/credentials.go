@@ -29,6 +29,15 @@ type source struct {
 	ambient bool
 }
 
+// sessionKey names an assumed-role session: the source identity, the
+// role, and the kind of STS endpoint the session's client calls. A
+// session's credentials serve every region of its partition, but a FIPS
+// (or dual-stack) registry must not reuse one obtained from a standard
+// STS endpoint.
+func sessionKey(sourceID, role string, t target) string {
+	return hashParts(sourceID, role, t.partition, fmt.Sprint(t.fips), fmt.Sprint(t.dualstack))
+}
+
 // sourceFor builds the document's credentials without the SDK's config
 // loader: static keys must never be mixed with (or replaced by) the node's
 // environment, shared files or IMDS.
@@ -100,7 +109,7 @@ func (p *Provider) credentialsFor(ctx context.Context, t target, doc document.Do
 			return awssdk.Credentials{}, "", &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAWSRoleARN,
 				Reason: "not a role ARN (want arn:<partition>:iam::<account>:role/<name>)"}
 		}
-		prov = p.sessions.get(hashParts(src.id, role, t.partition), func() awssdk.CredentialsProvider {
+		prov = p.sessions.get(sessionKey(src.id, role, t), func() awssdk.CredentialsProvider {
 			return p.assumeRole(src.creds, role, t)
 		})
 		api, how = "STS AssumeRole", how+"/assume-role"

@@ -93,6 +93,13 @@ func TestScopesAndSessionReuse(t *testing.T) {
 	if n := e.Calls(cloudemu.APIECRGetAuthorizationToken); n != 3 {
 		t.Errorf("ECR calls %d after a second tenant, want 3", n)
 	}
+	// A FIPS registry gets a session of its own, from the FIPS STS.
+	if _, err := kc.Resolve(context.Background(), reg("123456789012.dkr.ecr-fips.us-west-2.amazonaws.com"), doc); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.Calls(cloudemu.APISTSAssumeRole); n != 2 {
+		t.Errorf("STS calls %d after a FIPS registry, want 2 (no standard-endpoint session for it)", n)
+	}
 }
 
 // A registry that says the token expired makes the caller invalidate it;

@@ -97,7 +97,7 @@ func (p *Provider) Invalidate(reg registry.Registry, doc document.Document) {
 		id = hashParts("static", doc.Get(document.KeyAWSAccessKeyID).Reveal(),
 			doc.Get(document.KeyAWSSecretKey).Reveal(), doc.Get(document.KeyAWSSessionToken).Reveal())
 	}
-	p.sessions.drop(hashParts(id, role, t.partition))
+	p.sessions.drop(sessionKey(id, role, t))
 }
 
 // endpoint is the override for an SDK service id ("ECR", "ECR_PUBLIC",

@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 )
@@ -74,30 +76,44 @@ func (p *Provider) readKeyFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, errors.New("names a key file that cannot be read")
 	}
-	allowed := false
+	if !p.underKeyDir(real) {
+		return nil, errors.New("names a file outside the directories this node allows for key files")
+	}
+	// Open without following a link and without blocking (a FIFO), then
+	// check what was opened: a path component swapped for a link since
+	// the check above must not reach the node's own files.
+	fd, err := unix.Open(real, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, errors.New("names a key file that cannot be read")
+	}
+	f := os.NewFile(uintptr(fd), real)
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil, errors.New("names something that is not a regular key file")
+	}
+	if opened, err := os.Readlink(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil || !p.underKeyDir(opened) {
+		return nil, errors.New("names a file outside the directories this node allows for key files")
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyBytes+1))
+	if err != nil || len(b) > maxKeyBytes {
+		return nil, errors.New("names a key file that cannot be read or is too large")
+	}
+	return b, nil
+}
+
+// underKeyDir reports whether the resolved path lies under an allowed
+// key directory (itself resolved).
+func (p *Provider) underKeyDir(real string) bool {
 	for _, d := range p.keyDirs {
 		rd, err := filepath.EvalSymlinks(d)
 		if err != nil {
 			continue
 		}
 		if rel, err := filepath.Rel(rd, real); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && rel != "." {
-			allowed = true
-			break
+			return true
 		}
 	}
-	if !allowed {
-		return nil, errors.New("names a file outside the directories this node allows for key files")
-	}
-	f, err := os.Open(real)
-	if err != nil {
-		return nil, errors.New("names a key file that cannot be read")
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxKeyBytes+1))
-	if err != nil || len(b) > maxKeyBytes {
-		return nil, errors.New("names a key file that cannot be read or is too large")
-	}
-	return b, nil
+	return false
 }
 
 // checkKey validates a key before oauth2 sees it: oauth2's JSON errors

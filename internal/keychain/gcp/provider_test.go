@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -119,6 +120,22 @@ func TestMintErrors(t *testing.T) {
 					tb.Fatal(err)
 				}
 				return gcpDoc(tb, document.KeyGoogleAppCreds, link)
+			}},
+		{name: "a FIFO in the allowed directory (would block the mint)", class: errdefs.IsInvalidArgument, want: "not a regular key file",
+			doc: func(tb testing.TB, _ *cloudemu.GCP, _ []byte, dir string) document.Document {
+				fifo := filepath.Join(dir, "fifo.json")
+				if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+					tb.Fatal(err)
+				}
+				return gcpDoc(tb, document.KeyGoogleAppCreds, fifo)
+			}},
+		{name: "a directory in the allowed directory", class: errdefs.IsInvalidArgument, want: "not a regular key file",
+			doc: func(tb testing.TB, _ *cloudemu.GCP, _ []byte, dir string) document.Document {
+				sub := filepath.Join(dir, "sub")
+				if err := os.Mkdir(sub, 0o700); err != nil {
+					tb.Fatal(err)
+				}
+				return gcpDoc(tb, document.KeyGoogleAppCreds, sub)
 			}},
 		{name: "not a key at all", class: errdefs.IsInvalidArgument, want: "neither service-account key JSON",
 			doc: func(tb testing.TB, _ *cloudemu.GCP, _ []byte, _ string) document.Document {
