@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,17 +46,14 @@ const hostsRecheck = 5 * time.Minute
 // hosts.toml being edited — makes a new stamp, and so does each
 // hostsRecheck period.
 type hostsStamp struct {
-	dir      string
-	dirMod   time.Time
-	file     bool
-	fileMod  time.Time
-	fileSize int64
-	files    string // name, size, mtime and inode of each file in dir
-	period   int64
+	dir    string
+	dirMod time.Time
+	files  string // name, size, mtime and inode of each file in dir, hosts.toml too
+	period int64
 }
 
-// stampOf stats dir and its hosts.toml; ok is false when they cannot be
-// stat'ed, and the host is then configured afresh (reporting the error).
+// stampOf stats dir and the files in it; ok is false when dir cannot be
+// read, and the host is then configured afresh (reporting the error).
 func stampOf(dir string) (s hostsStamp, ok bool) {
 	s.period = time.Now().UnixNano() / int64(hostsRecheck)
 	if dir == "" {
@@ -86,14 +82,6 @@ func stampOf(dir string) (s hostsStamp, ok bool) {
 		fmt.Fprintf(&files, "%s\x00%d\x00%d\x00%d\n", e.Name(), fi.Size(), fi.ModTime().UnixNano(), ino)
 	}
 	s.files = files.String()
-	fi, err := os.Stat(filepath.Join(dir, "hosts.toml"))
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return s, false
-	default:
-		s.file, s.fileMod, s.fileSize = true, fi.ModTime(), fi.Size()
-	}
 	return s, true
 }
 

@@ -242,29 +242,23 @@ func (s *Store) Len() (refs, repositories int) {
 // evictLocked drops the oldest entries of an index over the bound. A scan
 // per overflow is fine: it happens once per pull at most.
 func (s *Store) evictLocked() bool {
+	a, b := evictOldest(s.byRef, s.max), evictOldest(s.byRepo, s.max)
+	return a || b
+}
+
+// evictOldest drops m's oldest records until it holds at most max.
+func evictOldest[K comparable](m map[K]*record, max int) bool {
 	evicted := false
-	for len(s.byRef) > s.max {
-		var oldest refKey
+	for len(m) > max {
+		var oldest K
 		var at time.Time
 		first := true
-		for k, r := range s.byRef {
+		for k, r := range m {
 			if first || r.at.Before(at) {
 				oldest, at, first = k, r.at, false
 			}
 		}
-		delete(s.byRef, oldest)
-		evicted = true
-	}
-	for len(s.byRepo) > s.max {
-		var oldest repoKey
-		var at time.Time
-		first := true
-		for k, r := range s.byRepo {
-			if first || r.at.Before(at) {
-				oldest, at, first = k, r.at, false
-			}
-		}
-		delete(s.byRepo, oldest)
+		delete(m, oldest)
 		evicted = true
 	}
 	return evicted

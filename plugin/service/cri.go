@@ -27,12 +27,13 @@ const runtimeHandlerAnnotation = "io.kubernetes.cri.runtime-handler"
 // or forwards (forward). It returns the image id as containerd's CRI does.
 func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) (_ *runtime.PullImageResponse, retErr error) {
 	start := time.Now()
+	kind := "unknown"
+	defer func() { metrics.Pull(string(s.cfg.PullMode), kind, retErr, time.Since(start)) }()
 	ref, err := s.cfg.detector.ParseReference(req.GetImage().GetImage())
 	if err != nil {
-		metrics.Pull(string(s.cfg.PullMode), "unknown", errdefs.ErrInvalidArgument, time.Since(start))
 		return nil, errgrpc.ToGRPC(withMessage(errdefs.ErrInvalidArgument, "pull: "+err.Error()))
 	}
-	defer func() { metrics.Pull(string(s.cfg.PullMode), string(ref.Registry.Kind), retErr, time.Since(start)) }()
+	kind = string(ref.Registry.Kind)
 	host := ref.Registry.Host
 	docs, err := document.FromAnnotations(req.GetSandboxConfig().GetAnnotations(), s.cfg.AnnotationPrefix, host)
 	if err != nil {
@@ -68,17 +69,13 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 			fields["credential_ref"] = u.cred.Ref
 		}
 	}
+	if err == nil && s.cfg.EnsureSecretPulledImages {
+		err = s.recordPullAccess(ctx, id, pullWasOpen(pa))
+	}
 	if err != nil {
 		st := pullStatus(err, ref, pa)
 		log.G(ctx).WithFields(fields).WithError(st).Warn("b9-resolver: pull failed")
 		return nil, st
-	}
-	if s.cfg.EnsureSecretPulledImages {
-		if err := s.recordPullAccess(ctx, id, pullWasOpen(pa)); err != nil {
-			st := pullStatus(err, ref, pa)
-			log.G(ctx).WithFields(fields).WithError(st).Warn("b9-resolver: pull failed")
-			return nil, st
-		}
 	}
 	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
 	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")

@@ -229,7 +229,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}).Info("b9-resolver: CRI image service serving")
 
 	switch addr := s.cfg.CredentialsAddress; {
-	case addr != "" && s.credentials != nil:
+	case addr != "":
 		// serverOpts carry the peer-uid transport credentials.
 		creds, err := s.serve(ctx, addr, []unixsock.Option{unixsock.WithGroup(s.cfg.CredentialsGID)}, s.credentials)
 		if err != nil {

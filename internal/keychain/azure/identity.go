@@ -65,7 +65,6 @@ func (p *Provider) imdsToken(ctx context.Context, resource string) (string, erro
 		q.Set("client_id", p.identityClientID)
 	}
 	endpoint := p.imdsEndpoint()
-	hc := keychain.WithoutProxy(p.hc)
 	target := endpoint + "/metadata/identity/oauth2/token?" + q.Encode()
 	var tok string
 	var status int
@@ -77,7 +76,7 @@ func (p *Provider) imdsToken(ctx context.Context, resource string) (string, erro
 		var body []byte
 		var wait time.Duration
 		var err error
-		status, body, wait, err = p.send(ctx, hc, http.MethodGet, target, nil, "Metadata", "true")
+		status, body, wait, err = p.send(ctx, p.imdsHC, http.MethodGet, target, nil, "Metadata", "true")
 		if err != nil {
 			return false, 0, err
 		}

@@ -24,6 +24,7 @@ type Provider struct {
 	ambient          bool
 	identityClientID string
 	imds             string
+	imdsHC           *http.Client // hc without a proxy (keychain.WithoutProxy)
 	getenv           func(string) string
 	retry            keychain.RetryPolicy
 	now              func() time.Time
@@ -37,6 +38,7 @@ func New(opts ...Option) keychain.Provider {
 	for _, o := range opts {
 		o(p)
 	}
+	p.imdsHC = keychain.WithoutProxy(p.hc)
 	return p
 }
 

@@ -18,6 +18,7 @@ const Username = "oauth2accesstoken"
 // Provider mints Google access tokens for GCR and Artifact Registry. Use New.
 type Provider struct {
 	hc              *http.Client
+	metadataHC      *http.Client // hc without a proxy (keychain.WithoutProxy)
 	ambient         bool
 	scopes          []string
 	retry           keychain.RetryPolicy
@@ -40,6 +41,7 @@ func New(opts ...Option) keychain.Provider {
 	for _, o := range opts {
 		o(p)
 	}
+	p.metadataHC = keychain.WithoutProxy(p.hc)
 	return p
 }
 

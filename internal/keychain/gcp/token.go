@@ -62,7 +62,7 @@ func (p *Provider) serviceAccount(ctx context.Context, doc document.Document) (k
 // keeps handing out the same one until it lapses.
 func (p *Provider) metadataToken(ctx context.Context) (keychain.Minted, error) {
 	const api = "GCE metadata token"
-	c := metadata.NewWithOptions(&metadata.Options{Client: keychain.WithoutProxy(p.hc)})
+	c := metadata.NewWithOptions(&metadata.Options{Client: p.metadataHC})
 	var tok string
 	var exp time.Time
 	n, err := keychain.Retry(ctx, p.retry, func(ctx context.Context) (bool, time.Duration, error) {
