@@ -42,7 +42,7 @@ func envelope(t *testing.T, host, typ string, creds map[string]string) string {
 
 // TestCloud pulls with aws and gcp documents through both modes. The
 // registries listen on 127.0.0.1 and are mapped to the ecr and gar kinds
-// with registry_mappings (DESIGN §4), rather than reached under a real
+// with registry_mappings, rather than reached under a real
 // ECR/GAR name through a private /etc/hosts and a test CA: a mapping is
 // how an operator points b9-resolver at a pull-through cache, so the test
 // exercises a real configuration, and it needs no mount namespace. The

@@ -16,7 +16,7 @@ import (
 	"github.com/urfave/cli/v3"
 )
 
-// Exit statuses (DESIGN.md §7).
+// Exit statuses (docs/design.md, ctr-b9).
 const (
 	exitOK      = 0
 	exitFailure = 1

@@ -58,7 +58,7 @@ func TestDetect(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("detect %s:\n got %+v\nwant %+v", tc.ref, got, tc.want)
 		}
-		// Every field DESIGN.md §7 names is in the JSON.
+		// Every field docs/design.md names is in the JSON.
 		var raw map[string]any
 		json.Unmarshal([]byte(r.stdout), &raw)
 		for _, f := range []string{"reference", "host", "kind", "account", "region", "partition", "fips", "dualstack"} {

@@ -25,7 +25,8 @@ import (
 )
 
 // criManagedLabel makes an image pulled into k8s.io visible to CRI at once
-// (verified.md: CRI lists client-pulled images that carry it).
+// (CRI lists images pulled with the containerd client into k8s.io once
+// they carry it).
 const criManagedLabel = "io.cri-containerd.image"
 
 func pullCommand() *cli.Command {

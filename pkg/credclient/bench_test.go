@@ -151,8 +151,8 @@ func TestServeEchoForBenchmark(t *testing.T) {
 // BenchmarkUnixSocketPingPongBaseline is the floor under every socket
 // round trip above: 32 bytes there and back between two processes over a
 // unix socket, no RPC at all. On the 2-core development VM it measured
-// p50 ~34 µs, p99 ~87 µs — most of the 100 µs p99 budget issue 6 set for
-// a whole gRPC call.
+// p50 ~34 µs, p99 ~87 µs — most of a 100 µs p99 budget for a whole
+// gRPC call.
 func BenchmarkUnixSocketPingPongBaseline(b *testing.B) {
 	addr := startChild(b, "^TestServeEchoForBenchmark$", "B9_BENCH_ECHO=1")
 	c, err := net.Dial("unix", addr)

@@ -15,7 +15,7 @@ import (
 	credentialsv1 "github.com/beam-cloud/b9-resolver/api/credentials/v1"
 )
 
-// DefaultAddress is the b9-resolver socket (DESIGN.md §5).
+// DefaultAddress is the b9-resolver socket.
 const DefaultAddress = "/run/containerd-b9/b9.sock"
 
 // window is the HTTP/2 flow-control window; answers are a few hundred

@@ -1,4 +1,4 @@
-// Package credentials is the b9 Credentials service (DESIGN.md §6): it
+// Package credentials is the b9 Credentials service: it
 // answers lazy-loading snapshotters (CLIP, stargz, soci) that need registry
 // credentials long after the pull that made their snapshots.
 //

@@ -113,7 +113,7 @@ type Config struct {
 	// registry. Off by default.
 	EnsureSecretPulledImages bool `toml:"ensure_secret_pulled_images"`
 	// CredentialsUIDs are the peer uids, besides root, that the Credentials
-	// service (DESIGN §6) answers. The b9 socket is root-only (0600), so a
+	// service answers. The b9 socket is root-only (0600), so a
 	// uid listed here reaches the service through CredentialsAddress.
 	CredentialsUIDs []uint32 `toml:"credentials_uids"`
 	// CredentialsAddress, if set, is a second socket that serves only the
@@ -140,7 +140,7 @@ type NodeCredentials struct {
 	// It is read at each pull, so edits apply without a restart; a missing
 	// file means no credentials.
 	DockerConfig string `toml:"docker_config"`
-	// Documents are credential documents (the envelope forms of DESIGN §3)
+	// Documents are credential documents (any of the annotation forms)
 	// written in the config. Each must name its "registry": a node
 	// credential for any image would be sent to any registry a pod names.
 	Documents []string `toml:"documents"`

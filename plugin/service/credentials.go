@@ -9,7 +9,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 )
 
-// withCredentialsService puts the Credentials service (DESIGN §6) on the
+// withCredentialsService puts the Credentials service on the
 // b9 socket: remote snapshotters ask it, by the b9.credential-ref label of
 // a layer, for the credential that pulled it. Every successful pull is
 // recorded in its Store — the source document, so answers are re-minted

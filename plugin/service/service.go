@@ -195,7 +195,7 @@ func (s *Service) PullMode() PullMode { return s.cfg.PullMode }
 func (s *Service) Keychain() *keychain.Keychain { return s.keychain }
 
 // AddService registers another gRPC service on the b9 socket, such as the
-// Credentials service (DESIGN §6), which needs this Service's keychain
+// Credentials service (for remote snapshotters), which needs this Service's keychain
 // and so is built after New. Call it before Start.
 func (s *Service) AddService(register func(*grpc.Server)) {
 	s.mu.Lock()

@@ -13,7 +13,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
-// tier is a precedence level of credential sources (DESIGN §3):
+// tier is a precedence level of credential sources:
 // annotation document → PullImageRequest.auth → node credentials.
 type tier int
 

@@ -51,7 +51,7 @@ func (p *Provider) sourceFor(ctx context.Context, doc document.Document) (source
 			id:    hashParts("static", akid, sk, st),
 		}, nil
 	}
-	// The node's identity is a node credential source (DESIGN §3): a pod's
+	// The node's identity is a node credential source only: a pod's
 	// document (an annotation, PullImageRequest.auth) never reaches it,
 	// whatever the node enables.
 	if !doc.Node {

@@ -56,7 +56,7 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 	if !doc.Has(document.KeyAzureClientID) || !doc.Has(document.KeyAzureClientSecret) {
 		switch {
 		case !doc.Node:
-			// The node's identity is a node credential source (DESIGN §3).
+			// The node's identity is a node credential source only.
 			return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAzureClientID,
 				Reason: "missing; a pod's azure document needs AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the node's managed identity is only for node credentials)"}
 		case p.ambient:

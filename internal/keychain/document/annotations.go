@@ -53,7 +53,7 @@ func FromAnnotations(annotations map[string]string, prefix, host string) ([]Docu
 // Select returns the document for the image's own registry: the first
 // naming that host, else the first naming none. A pod's documents come
 // before the node's (Node) whatever their order: node credentials are
-// the lowest precedence (DESIGN §3).
+// the lowest precedence.
 func Select(docs []Document, host string) (Document, bool) {
 	for _, node := range []bool{false, true} {
 		for _, d := range docs {

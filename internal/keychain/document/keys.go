@@ -15,7 +15,7 @@ const (
 // Types lists the valid types in the order help text shows them.
 var Types = []Type{TypePublic, TypeBasic, TypeAWS, TypeGCP, TypeAzure, TypeToken}
 
-// The key vocabulary (DESIGN.md §3).
+// The key vocabulary (beta9's, see docs/design.md).
 const (
 	KeyUsername          = "USERNAME"
 	KeyPassword          = "PASSWORD"

@@ -38,7 +38,7 @@ type Document struct {
 	// Node marks a node credential (the plugin config's documents and
 	// files, docker config.json, ctr-b9 --node-document), as opposed to a
 	// pod's (annotations, PullImageRequest.auth). Only node documents may
-	// use the node's own cloud identity (DESIGN §3). Parse never sets it:
+	// use the node's own cloud identity. Parse never sets it:
 	// whoever builds a node document does. It is part of Fingerprint.
 	Node bool
 

@@ -68,7 +68,7 @@ func (p *Provider) Mint(ctx context.Context, reg registry.Registry, doc document
 		return keychain.Minted{Username: Username, Secret: doc.Get(document.KeyGCPAccessToken),
 			ExpiresAt: p.now().Add(p.accessTokenLife), Provider: "gcp/access-token"}, nil
 	case !doc.Node:
-		// The node's identity is a node credential source (DESIGN §3): a
+		// The node's identity is a node credential source only: a
 		// pod's document never reaches it, whatever the node enables.
 		return keychain.Minted{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyGoogleAppCreds,
 			Reason: "missing; a pod's gcp document needs a service-account key or GCP_ACCESS_TOKEN (the node's own identity is only for node credentials)"}
