@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/log"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/beam-cloud/b9-resolver/internal/cache"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
@@ -245,7 +246,7 @@ func (k *Keychain) schedule(e *entry, now time.Time) {
 		return
 	}
 	life := e.cred.ExpiresAt.Sub(now)
-	margin := ExpiryMargin(life, k.maxMargin)
+	margin := cache.ExpiryMargin(life, k.maxMargin)
 	e.usableUntil = e.cred.ExpiresAt.Add(-margin)
 	// Refresh at refreshFraction of life, jittered by up to a tenth of the
 	// life earlier so many nodes minting at once do not refresh at once.
@@ -278,12 +279,6 @@ func (k *Keychain) refresh(key cacheKey, p Provider, reg registry.Registry, doc 
 	log.G(ctx).WithError(err).WithField("registry", reg.Host).WithField("retry_in", wait).
 		Warn("background credential refresh failed; serving the cached credential until it expires")
 }
-
-// ExpiryMargin is how long before its expiry a credential or token of
-// the given life stops being presented: a tenth of its life, at most max,
-// so it does not die on the way to the registry. The keychain, the
-// resolver's token cache and credclient's cache all retire by it.
-func ExpiryMargin(life, max time.Duration) time.Duration { return min(life/10, max) }
 
 // Invalidate drops the cached credential c came from, if it still holds
 // the same secret (a newer one minted meanwhile is kept). Call it when a

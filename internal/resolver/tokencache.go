@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/cache"
 )
 
 // DefaultTokenLife is a token's life when the token server omits
@@ -122,6 +122,6 @@ func lifetimes(now time.Time, life, maxMargin time.Duration) (expiresAt, usableU
 	if life <= 0 {
 		life = DefaultTokenLife
 	}
-	margin := keychain.ExpiryMargin(life, maxMargin)
+	margin := cache.ExpiryMargin(life, maxMargin)
 	return now.Add(life), now.Add(life - margin)
 }

@@ -4,7 +4,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/cache"
 )
 
 // Cache policy defaults.
@@ -28,7 +28,7 @@ type cacheEntry struct {
 
 // cache maps a Request (comparable: no key building on the warm path) to
 // an answer and the time it stops being reused.
-type cache struct {
+type answerCache struct {
 	mu  sync.RWMutex
 	m   map[Request]cacheEntry
 	ttl time.Duration
@@ -38,7 +38,7 @@ type cache struct {
 }
 
 // generation is the current forget count.
-func (c *cache) generation() uint64 {
+func (c *answerCache) generation() uint64 {
 	if c == nil {
 		return 0
 	}
@@ -47,11 +47,11 @@ func (c *cache) generation() uint64 {
 	return c.gen
 }
 
-func newCache(ttl time.Duration) *cache {
-	return &cache{m: map[Request]cacheEntry{}, ttl: ttl}
+func newCache(ttl time.Duration) *answerCache {
+	return &answerCache{m: map[Request]cacheEntry{}, ttl: ttl}
 }
 
-func (c *cache) get(req Request, now time.Time) (Credential, bool) {
+func (c *answerCache) get(req Request, now time.Time) (Credential, bool) {
 	if c == nil {
 		return Credential{}, false
 	}
@@ -67,14 +67,14 @@ func (c *cache) get(req Request, now time.Time) (Credential, bool) {
 // put keeps cred, fetched in generation gen, until the TTL passes or its
 // expiry nears, whichever is first; a credential already inside its margin,
 // or fetched before a forget, is not kept at all.
-func (c *cache) put(req Request, cred Credential, now time.Time, gen uint64) {
+func (c *answerCache) put(req Request, cred Credential, now time.Time, gen uint64) {
 	if c == nil {
 		return
 	}
 	until := now.Add(c.ttl)
 	if !cred.ExpiresAt.IsZero() {
 		life := cred.ExpiresAt.Sub(now)
-		end := cred.ExpiresAt.Add(-keychain.ExpiryMargin(life, maxMargin))
+		end := cred.ExpiresAt.Add(-cache.ExpiryMargin(life, maxMargin))
 		if end.Before(until) {
 			until = end
 		}
@@ -101,7 +101,7 @@ func (c *cache) put(req Request, cred Credential, now time.Time, gen uint64) {
 }
 
 // forget drops every cached answer (a registry rejected one).
-func (c *cache) forget() {
+func (c *answerCache) forget() {
 	if c == nil {
 		return
 	}

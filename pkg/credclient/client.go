@@ -30,7 +30,7 @@ const DefaultTimeout = 30 * time.Second
 type Client struct {
 	conn    *grpc.ClientConn
 	api     credentialsv1.CredentialsClient
-	cache   *cache
+	cache   *answerCache
 	group   singleflight.Group
 	timeout time.Duration
 	now     func() time.Time
