@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
-	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/urfave/cli/v3"
@@ -22,6 +21,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/origin"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
 )
 
@@ -208,9 +208,16 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		return "", "hosts.toml lists no endpoint for " + c.ref.Registry.Host, fmt.Errorf("no hosts: %w", errdefs.ErrNotFound)
 	}
 	c.host = hosts[0]
-	if c.host.Client == nil {
-		c.host.Client = http.DefaultClient
+	// Its own client, never http.DefaultClient: a redirect leaving the
+	// host's origin (plain http, another port, a subdomain) loses the
+	// credential, as on the pull path.
+	hc := &http.Client{}
+	if c.host.Client != nil {
+		hc = &http.Client{Transport: c.host.Client.Transport, Timeout: c.host.Client.Timeout}
 	}
+	hc.Transport = origin.Transport(hc.Transport)
+	hc.CheckRedirect = origin.CheckRedirect
+	c.host.Client = hc
 	mirror := ""
 	if c.isMirror() {
 		// A mirror gets the credential of the host actually contacted, as
@@ -263,40 +270,29 @@ func (c *checker) fetchToken(ctx context.Context) (string, string, error) {
 		}
 		return "basic: credentials go with each request", "", nil
 	}
-	user, secretValue := c.cred.Username, c.cred.Secret.Reveal()
-	if err := resolver.CheckRealm(ch.Parameters["realm"], c.host.Scheme, c.host.Host); err != nil {
-		return "", "the registry's token endpoint is not one credentials may be sent to: " + oneLine(err.Error()), err
-	}
-	to, err := auth.GenerateTokenOptions(ctx, c.host.Host, user, secretValue, ch)
-	if err != nil {
-		return "", "the registry's bearer challenge is malformed", err
-	}
-	to.Scopes = []string{"repository:" + c.ref.Repository + ":pull"}
+	scope := "repository:" + c.ref.Repository + ":pull"
+	realm := ch.Parameters["realm"]
 	start := time.Now()
-	var expires int
-	if secretValue != "" {
-		resp, err := auth.FetchTokenWithOAuth(ctx, c.host.Client, nil, "ctr-b9", to)
-		if err == nil {
-			c.token, expires = resp.AccessToken, resp.ExpiresInSeconds
-		} else if !fallbackToGet(err) {
-			return "", c.diagnoseToken(err), redactErr(err, secretValue)
+	// The same fetch every pull makes: realm rule on every hop, OAuth2 POST
+	// with the GET fallback, the resolver's client id.
+	tok, err := resolver.FetchToken(ctx, resolver.TokenRequest{
+		Client: c.host.Client, Header: c.host.Header,
+		RegistryScheme: c.host.Scheme, RegistryHost: c.host.Host,
+		Realm: realm, Service: ch.Parameters["service"], Scopes: []string{scope}, Credential: c.cred,
+	})
+	if err != nil {
+		var te *resolver.TokenError
+		if !errors.As(err, &te) {
+			return "", "the registry's token endpoint is not one credentials may be sent to: " + oneLine(err.Error()), err
 		}
+		return "", c.diagnoseToken(te), err
 	}
-	if c.token == "" {
-		resp, err := auth.FetchToken(ctx, c.host.Client, nil, to)
-		if err != nil {
-			return "", c.diagnoseToken(err), redactErr(err, secretValue)
-		}
-		c.token, expires = resp.Token, resp.ExpiresInSeconds
-		if c.token == "" {
-			c.token = resp.AccessToken
-		}
-	}
+	c.token = tok.Value
 	how := "credentials"
 	if c.cred.Anonymous {
 		how = "anonymous"
 	}
-	return fmt.Sprintf("%s token for %s (%s) in %dms, expires_in=%ds", how, to.Scopes[0], to.Realm, time.Since(start).Milliseconds(), expires), "", nil
+	return fmt.Sprintf("%s token for %s (%s) in %dms, expires_in=%ds", how, scope, realm, time.Since(start).Milliseconds(), int(tok.Life.Seconds())), "", nil
 }
 
 func (c *checker) headManifest(ctx context.Context) (string, string, error) {
@@ -386,8 +382,8 @@ func (c *checker) noCredentials() string {
 	return fmt.Sprintf("no credentials for %s: no document names this registry and no --creds given, and it requires authentication", c.ref.Registry.Host)
 }
 
-func (c *checker) diagnoseToken(err error) string {
-	switch tokenStatus(err) {
+func (c *checker) diagnoseToken(err *resolver.TokenError) string {
+	switch err.Status {
 	case http.StatusUnauthorized:
 		if c.cred.Anonymous {
 			return c.noCredentials()
@@ -397,27 +393,6 @@ func (c *checker) diagnoseToken(err error) string {
 		return fmt.Sprintf("the token endpoint refused the credential from %s access to %s", c.cred.Source, c.ref.Repository)
 	}
 	return "the token endpoint failed: " + oneLine(err.Error())
-}
-
-// tokenStatus is the HTTP status a token endpoint answered with, 0 when
-// the request got no answer. (Its message holds the URL, whose port or
-// repository may contain any digits.)
-func tokenStatus(err error) int {
-	var st remoteserrors.ErrUnexpectedStatus
-	if errors.As(err, &st) {
-		return st.StatusCode
-	}
-	return 0
-}
-
-// fallbackToGet mirrors containerd: token servers without OAuth POST answer
-// 404, 405, 400 or 401 to it.
-func fallbackToGet(err error) bool {
-	switch tokenStatus(err) {
-	case http.StatusNotFound, http.StatusMethodNotAllowed, http.StatusBadRequest, http.StatusUnauthorized:
-		return true
-	}
-	return false
 }
 
 func isECRExpired(resp *http.Response, body []byte) bool {

@@ -7,13 +7,15 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
-	remoteserrors "github.com/containerd/containerd/v2/core/remotes/errors"
+	"github.com/beam-cloud/b9-resolver/internal/resolver"
 
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
@@ -172,25 +174,20 @@ func TestCheckDNS(t *testing.T) {
 	}
 }
 
-// The token endpoint's status decides the diagnosis and the GET fallback,
-// not digits elsewhere in the message (a port, a repository name).
+// The token endpoint's status decides the diagnosis, not digits elsewhere
+// in the message (a port, a repository name). (The GET fallback is the
+// resolver's, shared with pulls, and tested there.)
 func TestTokenStatusIsTheAnswersNotTheURLs(t *testing.T) {
-	unavailable := remoteserrors.ErrUnexpectedStatus{Status: "503 Service Unavailable", StatusCode: 503,
-		RequestURL: "https://auth.example:4001/token?scope=repository:team/ml-401k:pull", RequestMethod: "POST"}
+	unavailable := &resolver.TokenError{Host: "registry.example:401", Endpoint: "https://auth.example:4001/token", Method: "POST",
+		Status: 503, Err: errors.New("answered 503 Service Unavailable for repository:team/ml-401k:pull")}
 	c := &checker{}
 	c.cred.Source = "--creds"
 	if d := c.diagnoseToken(unavailable); strings.Contains(d, "wrong username") || !strings.Contains(d, "token endpoint failed") {
 		t.Errorf("503 diagnosed as %q", d)
 	}
-	if fallbackToGet(unavailable) {
-		t.Error("a 503 made the check fall back to GET")
-	}
-	rejected := remoteserrors.ErrUnexpectedStatus{Status: "401 Unauthorized", StatusCode: 401, RequestURL: "https://auth.example/token"}
+	rejected := &resolver.TokenError{Host: "registry.example", Endpoint: "https://auth.example/token", Method: "GET", Status: 401, Err: errors.New("answered 401 Unauthorized")}
 	if d := c.diagnoseToken(rejected); !strings.Contains(d, "wrong username or password") {
 		t.Errorf("401 diagnosed as %q", d)
-	}
-	if !fallbackToGet(remoteserrors.ErrUnexpectedStatus{StatusCode: 405}) || fallbackToGet(errors.New("dial tcp: connection refused")) {
-		t.Error("GET fallback: want it for 405, not for a connection failure")
 	}
 }
 
@@ -204,5 +201,38 @@ func TestCheckBadFlagsAreUsageErrors(t *testing.T) {
 		if r := ctrB9(t, args...); r.status != 2 {
 			t.Errorf("%v: status %d (%s), want 2", args, r.status, r.stderr)
 		}
+	}
+}
+
+// check's requests carry the credential to the registry's origin only: a
+// manifest request redirected to the same host name on another port (Go's
+// client would copy the header there) arrives without it.
+func TestCheckRedirectGetsNoCredentials(t *testing.T) {
+	var leaked, reached atomic.Int64
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		if r.Header.Get("Authorization") != "" {
+			leaked.Add(1)
+		}
+		w.WriteHeader(http.StatusNotFound)
+	}))
+	defer elsewhere.Close()
+	reg := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("alice", canary),
+		registrytest.WithMiddleware(func(next http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") && r.Header.Get("Authorization") != "" {
+					http.Redirect(w, r, elsewhere.URL+r.URL.Path, http.StatusTemporaryRedirect)
+					return
+				}
+				next.ServeHTTP(w, r)
+			})
+		}))
+	reg.PushRandomImage(t, "team/app", "v1", "alice", canary)
+	res, _ := checkJSON(t, "--creds", "alice:"+canary, reg.Host+"/team/app:v1")
+	if reached.Load() == 0 {
+		t.Fatalf("the redirect was not followed (%s); the test proves nothing", stepStatus(res))
+	}
+	if leaked.Load() != 0 {
+		t.Fatalf("%d redirected requests carried the registry's credential to %s", leaked.Load(), elsewhere.URL)
 	}
 }

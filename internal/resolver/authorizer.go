@@ -18,6 +18,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
+	"github.com/beam-cloud/b9-resolver/internal/origin"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -49,6 +50,8 @@ type Authorizer struct {
 	fetchTimeout time.Duration
 	clientID     string
 	fetches      atomic.Int64
+	// clients are the token clients, guarded by the realm rule.
+	clients tokenClients
 }
 
 // AuthorizerOption configures an Authorizer.
@@ -132,13 +135,17 @@ func (a *Authorizer) For(b Binding) docker.Authorizer {
 	if b.Credentials == nil {
 		b.Credentials = Anonymous
 	}
-	return &hostAuthorizer{a: a, b: b}
+	return &hostAuthorizer{a: a, b: b, origin: origin.OfHost(b.Scheme, b.Host), realm: realmPolicy{scheme: b.Scheme, host: b.Host}}
 }
 
 // hostAuthorizer implements docker.Authorizer for one host of one pull.
 type hostAuthorizer struct {
 	a *Authorizer
 	b Binding
+	// origin is where the binding's credentials may go: the host's scheme,
+	// lower-cased name and effective port.
+	origin origin.Origin
+	realm  realmPolicy
 
 	mu     sync.Mutex
 	cred   *resolved
@@ -162,11 +169,11 @@ var _ docker.Authorizer = (*hostAuthorizer)(nil)
 // challenge and, for bearer hosts, a cached token. Before a host's first
 // challenge it adds nothing — the registry says what it wants.
 func (h *hostAuthorizer) Authorize(ctx context.Context, req *http.Request) error {
-	if req.URL.Host != h.b.Host {
+	if origin.Of(req.URL) != h.origin {
 		// containerd authorises a redirect with the original host's
 		// authorizer, and Go's client copies the header along to the same
-		// hostname on another port or to a subdomain. Credentials are for
-		// the host they were resolved for only.
+		// host name on plain http, on another port or to a subdomain.
+		// Credentials are for the origin they were resolved for only.
 		req.Header.Del("Authorization")
 		return nil
 	}
@@ -266,12 +273,16 @@ func (h *hostAuthorizer) bearer(ctx context.Context, ch challenge, rc *resolved,
 	return h.a.fetch(ctx, key, h.tokenRequest(ch, scopes, rc2.cred))
 }
 
-func (h *hostAuthorizer) tokenRequest(ch challenge, scopes []string, cred keychain.Credential) tokenRequest {
-	return tokenRequest{client: h.b.Client, header: h.b.Header, clientID: h.a.clientID, ch: ch, host: h.b.Host, scopes: scopes, cred: cred}
+func (h *hostAuthorizer) tokenRequest(ch challenge, scopes []string, cred keychain.Credential) TokenRequest {
+	return TokenRequest{
+		Client: h.b.Client, Header: h.b.Header, ClientID: h.a.clientID,
+		RegistryScheme: h.b.Scheme, RegistryHost: h.b.Host,
+		Realm: ch.realm, Service: ch.service, Scopes: scopes, Credential: cred,
+	}
 }
 
 // fetch gets a token for key once for all concurrent callers and caches it.
-func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr tokenRequest) (string, error) {
+func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr TokenRequest) (string, error) {
 	ch := a.group.DoChan(key.String(), func() (any, error) {
 		// A flight that just finished may have cached it.
 		if v, ok := a.tokens.get(key, a.now()); ok {
@@ -280,20 +291,21 @@ func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr tokenRequest) (
 		// The first caller's cancellation must not fail the others.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.fetchTimeout)
 		defer cancel()
-		tok, life, err := fetchToken(fctx, tr)
+		p := realmPolicy{scheme: tr.RegistryScheme, host: tr.RegistryHost}
+		tok, err := fetchToken(fctx, tr, a.clients.get(tr.Client, p, credentialed(tr.Credential)))
 		metrics.TokenFetch(err)
 		if err != nil {
 			return nil, err
 		}
 		a.fetches.Add(1)
-		e := &tokenEntry{key: key, header: "Bearer " + tok}
-		e.expiresAt, e.usableUntil = lifetimes(a.now(), life, a.maxMargin)
+		e := &tokenEntry{key: key, header: "Bearer " + tok.Value}
+		e.expiresAt, e.usableUntil = lifetimes(a.now(), tok.Life, a.maxMargin)
 		a.tokens.put(e)
 		return e.header, nil
 	})
 	select {
 	case <-ctx.Done():
-		return "", fmt.Errorf("token for %s: %w", tr.host, ctx.Err())
+		return "", fmt.Errorf("token for %s: %w", tr.RegistryHost, ctx.Err())
 	case r := <-ch:
 		if r.Err != nil {
 			return "", r.Err
@@ -321,7 +333,11 @@ func (h *hostAuthorizer) invalidateCredential(rc *resolved) {
 func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Response) error {
 	last := responses[len(responses)-1]
 	req := last.Request
-	if req.URL.Host != h.b.Host {
+	// Only a redirect can reach another origin: containerd sends its own
+	// requests to the bound host (over plain http when its fallback for a
+	// host configured as http downgraded one), and the request in the
+	// answer is then the one the transport sent.
+	if req.Response != nil && origin.Of(req.URL) != h.origin {
 		return fmt.Errorf("%s, where %s redirected a request, asked for credentials; %s's are sent to %s only: %w",
 			req.URL.Host, h.b.Host, h.b.Host, h.b.Host, errdefs.ErrPermissionDenied)
 	}
@@ -334,7 +350,7 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 		return fmt.Errorf("%s answered 401 without a basic or bearer challenge: %w", h.b.Host, errdefs.ErrNotImplemented)
 	default:
 		if p.scheme == schemeBearer {
-			if err := checkRealm(p.realm, h.b.Scheme, h.b.Host); err != nil {
+			if err := h.realm.checkRealm(p.realm); err != nil {
 				return err
 			}
 		}

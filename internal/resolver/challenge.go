@@ -1,15 +1,10 @@
 package resolver
 
 import (
-	"fmt"
-	"net"
 	"net/http"
-	"net/url"
 	"sync"
 
-	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
-	"github.com/containerd/errdefs"
 )
 
 // scheme is how a host wants to be authorised.
@@ -97,32 +92,4 @@ func parseChallenge(h http.Header) (parsed, bool) {
 		}
 	}
 	return parsed{}, false
-}
-
-// checkRealm refuses token endpoints that would leak the credential: a
-// non-HTTP(S) scheme, plain HTTP when the registry itself is HTTPS (even on
-// the registry's own host: the password would cross the network in clear;
-// loopback alone is exempt), or a link-local address (cloud metadata
-// services answer there). A registry chooses its realm, so a hostile or
-// compromised one could otherwise point credentials anywhere.
-func checkRealm(realm, registryScheme, registryHost string) error {
-	u, err := url.Parse(realm)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("registry %s sent a token realm that is not a URL: %w", registryHost, errdefs.ErrInvalidArgument)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		// Loopback never leaves the machine (and containerd tries https
-		// first even on a plain-http localhost registry).
-		if registryScheme == "https" && !docker.IsLocalhost(u.Host) {
-			return fmt.Errorf("registry %s (https) sent a plain-http token realm on %s; refusing to send credentials there: %w", registryHost, u.Host, errdefs.ErrPermissionDenied)
-		}
-	default:
-		return fmt.Errorf("registry %s sent a token realm with scheme %q: %w", registryHost, u.Scheme, errdefs.ErrInvalidArgument)
-	}
-	if ip := net.ParseIP(u.Hostname()); ip != nil && (ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast()) {
-		return fmt.Errorf("registry %s sent a token realm on link-local address %s; refusing: %w", registryHost, u.Hostname(), errdefs.ErrPermissionDenied)
-	}
-	return nil
 }

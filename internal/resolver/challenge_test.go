@@ -21,6 +21,20 @@ func TestCheckRealm(t *testing.T) {
 		{"http://registry.test:5000/token", "https", "registry.test:5000", false},
 		{"http://REGISTRY.test/token", "https", "registry.test", false},
 		{"http://localhost:9999/token", "https", "localhost:5000", true},
+		// Loopback only for a registry on loopback: a remote registry must
+		// not make the node send the password to a local port, in clear or
+		// not, nor forward a local service's answer as its token.
+		{"http://127.0.0.1:9999/token", "https", "registry.example.com", false},
+		{"http://localhost:9999/token", "https", "registry.example.com", false},
+		{"https://127.0.0.1:9999/token", "https", "registry.example.com", false},
+		{"https://[::1]:9999/token", "http", "registry.example.com", false},
+		{"https://localhost:9999/token", "https", "127.0.0.1:5000", true},
+		// The registry's own name may resolve to loopback (its realm is
+		// then served where the registry is).
+		{"https://registry.example.com/token", "https", "registry.example.com", true},
+		{"http://169.254.169.254/latest/meta-data/iam", "http", "registry.example.com", false},
+		{"https://metadata.google.internal/computeMetadata/v1/", "https", "registry.example.com", false},
+		{"https://[fd00:ec2::254]/latest/", "https", "registry.example.com", false},
 		{"http://127.0.0.1:9999/token", "https", "127.0.0.1:5000", true},
 		{"http://auth.example.com/token", "http", "registry.example.com", true},
 		{"http://auth.example.com/token", "https", "registry.example.com", false},
@@ -28,7 +42,7 @@ func TestCheckRealm(t *testing.T) {
 		{"ftp://auth.example.com/token", "https", "registry.example.com", false},
 		{"/token", "https", "registry.example.com", false},
 	} {
-		err := checkRealm(tc.realm, tc.scheme, tc.host)
+		err := CheckRealm(tc.realm, tc.scheme, tc.host)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s for %s://%s: err=%v, want ok=%v", tc.realm, tc.scheme, tc.host, err, tc.ok)
 		}

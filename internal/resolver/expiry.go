@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/beam-cloud/b9-resolver/internal/origin"
 )
 
 // expiredHeader marks a response expiryTransport rewrote.
@@ -24,13 +26,13 @@ const maxErrorBody = 16 << 10
 // being re-minted; with it, AddResponses invalidates the token and the
 // request is retried once.
 type expiryTransport struct {
-	next http.RoundTripper
-	host string
+	next   http.RoundTripper
+	origin origin.Origin
 }
 
 func (t expiryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(req)
-	if err != nil || resp.StatusCode != http.StatusForbidden || req.URL.Host != t.host || req.Header.Get("Authorization") == "" {
+	if err != nil || resp.StatusCode != http.StatusForbidden || origin.Of(req.URL) != t.origin || req.Header.Get("Authorization") == "" {
 		return resp, err
 	}
 	if req.Method == http.MethodHead {

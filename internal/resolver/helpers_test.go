@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -171,3 +172,5 @@ func writeHosts(t testing.TB, root, host, body string) string {
 	}
 	return path
 }
+
+func errorsAs(err error, target any) bool { return errors.As(err, target) }

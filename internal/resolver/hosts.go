@@ -12,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/origin"
 )
 
 // Resolver makes registry hosts for pulls. One per node: its Authorizer's
@@ -152,7 +153,10 @@ func (r *Resolver) Hosts(creds Credentials) docker.RegistryHosts {
 			if rh.Client != nil {
 				c = *rh.Client
 			}
-			c.Transport = expiryTransport{next: transportOf(rh.Client), host: rh.Host}
+			// Whoever set an Authorization header, it does not follow a
+			// redirect off the host's origin (Go copies it to the same
+			// name on plain http, on another port, to subdomains).
+			c.Transport = expiryTransport{next: origin.Transport(transportOf(rh.Client)), origin: origin.OfHost(rh.Scheme, rh.Host)}
 			rh.Client = &c
 		}
 		return hosts, nil

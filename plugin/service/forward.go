@@ -16,9 +16,13 @@ import (
 
 // pullForward resolves the image host's credential and forwards the pull
 // to containerd's CRI with it as the request's auth. The credential is
-// pinned to the host with server_address: containerd then offers it to
-// that host only, never to a mirror or a redirect target (which get no
-// credential in this mode; use direct mode for per-host credentials).
+// pinned to the host with server_address: containerd's authorizer then
+// offers it to that host name only, never to a mirror. The pull itself is
+// containerd's, over its own transport, which b9 cannot wrap: Go's client
+// copies the Authorization header containerd set to a redirect target on
+// the same host name (plain http, another port) or a subdomain, and
+// containerd does not remove it. Direct mode binds every credential to its
+// origin (scheme, host, port); use it where registries redirect.
 //
 // A rejected credential is handled as direct mode's Authorizer does: it is
 // dropped from the keychain (which would otherwise keep serving a revoked

@@ -3,6 +3,7 @@ package remotehosts
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
@@ -11,6 +12,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/origin"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
 
@@ -45,11 +47,20 @@ func FromLabels(labels map[string]string) Options {
 // RegistryHosts returns containerd registry hosts that authorize with
 // credentials from c.
 func RegistryHosts(ctx context.Context, c *credclient.Client, o Options) docker.RegistryHosts {
-	ho := config.HostOptions{Credentials: CredentialsFunc(c, o), AuthorizerOpts: o.AuthorizerOpts}
+	ho := config.HostOptions{Credentials: CredentialsFunc(c, o), AuthorizerOpts: o.AuthorizerOpts, UpdateClient: bindToOrigin}
 	if o.ConfigPath != "" {
 		ho.HostDir = config.HostDirFromRoot(o.ConfigPath)
 	}
 	return config.ConfigureHosts(ctx, ho)
+}
+
+// bindToOrigin keeps each host's credential on its origin: containerd's
+// authorizer sets Authorization on the first request, and Go's client
+// copies it to a redirect to the same host name on plain http, another
+// port or a subdomain; the wrapped transport drops it there.
+func bindToOrigin(c *http.Client) error {
+	c.Transport = origin.Transport(c.Transport)
+	return nil
 }
 
 // CredentialsFunc is the per-host callback containerd's authorizer calls

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
+	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -121,5 +122,42 @@ func TestCredentialsFuncDockerHub(t *testing.T) {
 	u, p, err := remotehosts.CredentialsFunc(c, remotehosts.Options{ImageRef: "quay.io/x/y:1"})("quay.io")
 	if err != nil || u != "" || p != "" {
 		t.Fatalf("unknown: %q %q %v", u, p, err)
+	}
+}
+
+// A registry redirecting a blob to the same host name on another port (or
+// plain http, or a subdomain): Go copies the Authorization header that
+// containerd's authorizer set, and containerd does not remove it. The
+// hosts from RegistryHosts drop it off the registry's origin. The control
+// (containerd's own ConfigureHosts with the same credentials) leaks, so
+// the test can fail.
+func TestRegistryHostsRedirectGetsNoCredentials(t *testing.T) {
+	reg := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("a", passA),
+		registrytest.WithBlobRedirectHost("127.0.0.1"))
+	img := reg.PushRandomImage(t, "tenant-a/app", "v1", "a", passA)
+	e := credtest.Start(t, credentials.Config{})
+	ref := e.Pull(t, reg.Host, "tenant-a/app", basic("a", passA))
+	c := newClient(t, e.Addr)
+	ctx := context.Background()
+	blobAuth := func() int {
+		return reg.Count(func(q registrytest.Request) bool { return q.Server == registrytest.ServerBlob && q.HadAuth() })
+	}
+
+	opts := remotehosts.Options{CredentialRef: ref, ImageRef: img.Ref}
+	control := config.ConfigureHosts(ctx, config.HostOptions{Credentials: remotehosts.CredentialsFunc(c, opts)})
+	reg.Reset()
+	if err := fetchLayer(ctx, control, img); err != nil {
+		t.Fatalf("control: %v", err)
+	}
+	if blobAuth() == 0 {
+		t.Fatalf("control: containerd's hosts did not leak the credential to %s; the test proves nothing\n%s", reg.BlobHost, reg.Summary())
+	}
+
+	reg.Reset()
+	if err := fetchLayer(ctx, remotehosts.RegistryHosts(ctx, c, opts), img); err != nil {
+		t.Fatalf("fetch: %v\n%s", err, reg.Summary())
+	}
+	if n := blobAuth(); n != 0 || reg.Count(func(q registrytest.Request) bool { return q.Server == registrytest.ServerBlob }) == 0 {
+		t.Fatalf("%d blob-host requests carried the registry's credential (want 0, and some blob requests)\n%s", n, reg.Summary())
 	}
 }
