@@ -400,8 +400,26 @@ func (n *node) crictl(imageSock string, args ...string) crictlResult {
 // pull runs `crictl pull --pod-config` with the given annotations.
 func (n *node) pull(imageSock, image string, annotations map[string]string, extra ...string) crictlResult {
 	n.t.Helper()
+	return n.pullAs(imageSock, image, podMeta{}, annotations, extra...)
+}
+
+// podMeta is a sandbox config's metadata; zero fields get defaults.
+type podMeta struct{ namespace, name, uid string }
+
+// pullAs is pull for a pod with the given metadata.
+func (n *node) pullAs(imageSock, image string, meta podMeta, annotations map[string]string, extra ...string) crictlResult {
+	n.t.Helper()
+	if meta.namespace == "" {
+		meta.namespace = "default"
+	}
+	if meta.name == "" {
+		meta.name = "p"
+	}
+	if meta.uid == "" {
+		meta.uid = fmt.Sprintf("uid-%d", time.Now().UnixNano())
+	}
 	pod := map[string]any{
-		"metadata":    map[string]string{"name": "p", "namespace": "default", "uid": fmt.Sprintf("uid-%d", time.Now().UnixNano())},
+		"metadata":    map[string]string{"name": meta.name, "namespace": meta.namespace, "uid": meta.uid},
 		"annotations": annotations,
 	}
 	b, _ := json.Marshal(pod)

@@ -43,7 +43,8 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	if err != nil {
 		return nil, pullStatus(err, ref, nil)
 	}
-	src := &requestSources{imageHost: host, annotations: docs, auth: auth, node: s.node}
+	src := &requestSources{imageHost: host, annotations: docs, auth: auth, node: s.node,
+		annotationKey: s.cfg.AnnotationPrefix + document.AnnotationName}
 	pa := newPullAuth(s.keychain, s.cfg.detector, src, s.cfg.Isolation == IsolationStrict)
 
 	var id string
@@ -62,6 +63,7 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 		id, pa, shared, err = s.pullDirect(ctx, req, ref, pa)
 	}
 	fields := log.Fields{"image": ref.String(), "registry": host, "kind": ref.Registry.Kind, "mode": s.cfg.PullMode}
+	addPod(fields, req.GetSandboxConfig())
 	u, presented := pa.presentedTo(host)
 	if presented {
 		fields["credential_source"], fields["provider"] = u.cred.Source, u.cred.Provider
@@ -93,6 +95,20 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 		}
 	}
 	return &runtime.PullImageResponse{ImageRef: id}, nil
+}
+
+// addPod names the pod a pull is for (the sandbox config's metadata), so
+// an operator can match a pull or a refusal in containerd's log to a pod.
+// A pull with no sandbox config (crictl without --pod-config) names none.
+func addPod(fields log.Fields, sc *runtime.PodSandboxConfig) {
+	md := sc.GetMetadata()
+	if md == nil || md.GetName() == "" {
+		return
+	}
+	fields["pod"] = md.GetNamespace() + "/" + md.GetName()
+	if uid := md.GetUid(); uid != "" {
+		fields["pod_uid"] = uid
+	}
 }
 
 // snapshotterFor picks the snapshotter as CRI does: the runtime handler's

@@ -46,6 +46,9 @@ type requestSources struct {
 	// server_address ("" means the image's host).
 	auth *candidate
 	node *nodeCredentials
+	// annotationKey is the credential annotation's key (the prefix
+	// configured), for messages that tell a pod what to set.
+	annotationKey string
 }
 
 // lookup returns the candidate tier t offers a canonical host, if any.

@@ -61,6 +61,9 @@ type Registry struct {
 	htpasswd string
 	scheme   string
 
+	// servers are the registry's listeners (registry, token, blob), for Stop.
+	servers []*httptest.Server
+
 	mu    sync.Mutex
 	users map[string]user // basic mode
 	blobs map[string][]byte
@@ -217,8 +220,19 @@ func start(t testing.TB, cfg *config) (*Registry, error) {
 			s.Start()
 		}
 		t.Cleanup(s.Close)
+		r.servers = append(r.servers, s)
 	}
 	return r, nil
+}
+
+// Stop closes the registry's listeners (and its token and blob servers):
+// from then on every connection to them is refused, as when a registry is
+// down. The test's cleanup closes them anyway.
+func (r *Registry) Stop() {
+	for _, s := range r.servers {
+		s.CloseClientConnections()
+		s.Close()
+	}
 }
 
 func localhostName(s *httptest.Server) string {

@@ -278,3 +278,20 @@ func TestNoSecretsRecorded(t *testing.T) {
 		}
 	}
 }
+
+// A stopped registry refuses connections, token server included.
+func TestStop(t *testing.T) {
+	r := Start(t, WithTokenAuth(), WithSeparateTokenHost(), WithUser("admin", alicePass, "*"), WithAnonymousPull("public/app"))
+	img := r.PushRandomImage(t, "public/app", "v1", "admin", alicePass)
+	if err := pull(r, img.Ref, "", ""); err != nil {
+		t.Fatalf("before Stop: %v", err)
+	}
+	r.Stop()
+	for _, u := range []string{r.URL + "/v2/", "http://" + r.TokenHost + "/token"} {
+		resp, err := http.Get(u)
+		if err == nil {
+			resp.Body.Close()
+			t.Errorf("GET %s after Stop answered %s", u, resp.Status)
+		}
+	}
+}
