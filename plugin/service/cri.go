@@ -145,7 +145,11 @@ func (s *Service) ListImages(ctx context.Context, req *runtime.ListImagesRequest
 // ensure_secret_pulled_images an image only pods' own credentials pulled
 // is answered as absent (hideSecretPulled).
 func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
-	resp, err := s.cri.ImageStatus(ctx, req, grpc.WaitForReady(true))
+	fwd := req
+	if spec := imageSpecWithoutCredentials(req.GetImage(), s.cfg.AnnotationPrefix); spec != req.GetImage() {
+		fwd = &runtime.ImageStatusRequest{Image: spec, Verbose: req.GetVerbose()}
+	}
+	resp, err := s.cri.ImageStatus(ctx, fwd, grpc.WaitForReady(true))
 	if err != nil || !s.cfg.EnsureSecretPulledImages {
 		return resp, err
 	}

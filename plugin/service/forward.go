@@ -38,7 +38,7 @@ func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest
 		if err != nil {
 			return "", err
 		}
-		fwd := &runtime.PullImageRequest{Image: req.GetImage(), Auth: forwardAuth(cred, host), SandboxConfig: sandbox}
+		fwd := &runtime.PullImageRequest{Image: imageSpecWithoutCredentials(req.GetImage(), s.cfg.AnnotationPrefix), Auth: forwardAuth(cred, host), SandboxConfig: sandbox}
 		resp, err := s.cri.PullImage(ctx, fwd, grpc.WaitForReady(true))
 		if err == nil {
 			return resp.GetImageRef(), nil
@@ -86,25 +86,44 @@ func forwardAuth(cred keychain.Credential, host string) *runtime.AuthConfig {
 // credential annotations: containerd has no use for them, and a secret
 // not sent cannot be logged there.
 func withoutCredentialAnnotations(sc *runtime.PodSandboxConfig, prefix string) *runtime.PodSandboxConfig {
-	if sc == nil {
-		return nil
-	}
-	key := prefix + document.AnnotationName
-	found := false
-	for k := range sc.GetAnnotations() {
-		if k == key || strings.HasPrefix(k, key+".") {
-			found = true
-			break
-		}
-	}
-	if !found {
+	if sc == nil || !hasCredentialAnnotation(sc.GetAnnotations(), prefix) {
 		return sc
 	}
 	out := proto.Clone(sc).(*runtime.PodSandboxConfig)
-	for k := range out.Annotations {
-		if k == key || strings.HasPrefix(k, key+".") {
-			delete(out.Annotations, k)
+	dropCredentialAnnotations(out.Annotations, prefix)
+	return out
+}
+
+// imageSpecWithoutCredentials is withoutCredentialAnnotations for an
+// ImageSpec: kubelet copies every pod annotation into the ImageSpec of
+// ImageStatus and PullImage.
+func imageSpecWithoutCredentials(spec *runtime.ImageSpec, prefix string) *runtime.ImageSpec {
+	if spec == nil || !hasCredentialAnnotation(spec.GetAnnotations(), prefix) {
+		return spec
+	}
+	out := proto.Clone(spec).(*runtime.ImageSpec)
+	dropCredentialAnnotations(out.Annotations, prefix)
+	return out
+}
+
+func isCredentialAnnotation(k, prefix string) bool {
+	key := prefix + document.AnnotationName
+	return k == key || strings.HasPrefix(k, key+".")
+}
+
+func hasCredentialAnnotation(annotations map[string]string, prefix string) bool {
+	for k := range annotations {
+		if isCredentialAnnotation(k, prefix) {
+			return true
 		}
 	}
-	return out
+	return false
+}
+
+func dropCredentialAnnotations(annotations map[string]string, prefix string) {
+	for k := range annotations {
+		if isCredentialAnnotation(k, prefix) {
+			delete(annotations, k)
+		}
+	}
 }

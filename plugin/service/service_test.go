@@ -26,6 +26,7 @@ type fakeCRI struct {
 	runtime.UnimplementedImageServiceServer
 	mu       sync.Mutex
 	requests []*runtime.PullImageRequest
+	statuses []*runtime.ImageStatusRequest
 	pull     func(*runtime.PullImageRequest) (*runtime.PullImageResponse, error)
 }
 
@@ -34,6 +35,13 @@ func (f *fakeCRI) PullImage(_ context.Context, r *runtime.PullImageRequest) (*ru
 	f.requests = append(f.requests, r)
 	f.mu.Unlock()
 	return f.pull(r)
+}
+
+func (f *fakeCRI) ImageStatus(_ context.Context, r *runtime.ImageStatusRequest) (*runtime.ImageStatusResponse, error) {
+	f.mu.Lock()
+	f.statuses = append(f.statuses, r)
+	f.mu.Unlock()
+	return &runtime.ImageStatusResponse{}, nil
 }
 
 func (f *fakeCRI) ListImages(context.Context, *runtime.ListImagesRequest) (*runtime.ListImagesResponse, error) {
@@ -95,9 +103,11 @@ func startService(t *testing.T, cfg Config) (*Service, runtime.ImageServiceClien
 	return svc, runtime.NewImageServiceClient(conn)
 }
 
+// pullReq is a PullImageRequest as kubelet makes it: the pod's
+// annotations in the sandbox config and in the image spec.
 func pullReq(image string, annotations map[string]string, auth *runtime.AuthConfig) *runtime.PullImageRequest {
 	return &runtime.PullImageRequest{
-		Image:         &runtime.ImageSpec{Image: image},
+		Image:         &runtime.ImageSpec{Image: image, Annotations: annotations},
 		Auth:          auth,
 		SandboxConfig: &runtime.PodSandboxConfig{Annotations: annotations},
 	}
@@ -157,12 +167,29 @@ func TestForwardFillsAuthPinnedToHost(t *testing.T) {
 			} else if got.Auth.GetUsername() != tc.wantUser || got.Auth.GetServerAddress() != tc.wantServer {
 				t.Errorf("forwarded auth user %q server %q, want %q %q", got.Auth.GetUsername(), got.Auth.GetServerAddress(), tc.wantUser, tc.wantServer)
 			}
-			for k := range got.GetSandboxConfig().GetAnnotations() {
-				if strings.HasPrefix(k, annKey) {
-					t.Errorf("credential annotation %s forwarded to containerd", k)
+			for _, ann := range []map[string]string{got.GetSandboxConfig().GetAnnotations(), got.GetImage().GetAnnotations()} {
+				for k := range ann {
+					if strings.HasPrefix(k, annKey) {
+						t.Errorf("credential annotation %s forwarded to containerd", k)
+					}
 				}
 			}
+			if tc.ann["other"] != "" && got.GetImage().GetAnnotations()["other"] != tc.ann["other"] {
+				t.Errorf("other annotations of the image spec were not forwarded: %v", got.GetImage().GetAnnotations())
+			}
 		})
+	}
+
+	// kubelet sends the pod's annotations with ImageStatus too.
+	_, _ = cli.ImageStatus(ctxT(t), &runtime.ImageStatusRequest{Image: &runtime.ImageSpec{Image: "127.0.0.1:5000/team/app:v1",
+		Annotations: map[string]string{annKey: "alice:" + canaryPass, annKey + ".x": "bob:" + canaryPass, "other": "x"}}})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.statuses) != 1 {
+		t.Fatalf("%d ImageStatus calls reached containerd, want 1", len(f.statuses))
+	}
+	if got := f.statuses[0].GetImage().GetAnnotations(); len(got) != 1 || got["other"] != "x" {
+		t.Errorf("ImageStatus forwarded annotations %v; want only the non-credential one", got)
 	}
 }
 
