@@ -42,37 +42,15 @@ func TestNetworkFailuresAreUnavailableOrDeadlineExceeded(t *testing.T) {
 	refusedURL := "http://" + l.Addr().String() + "/v2/"
 	l.Close()
 
-	// Accepts, then never answers.
-	stalled, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stalled.Close() })
-	go func() {
-		for {
-			c, err := stalled.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { c.Close() })
+	// Accepts, then never answers; accepts, then hangs up.
+	held := make(chan net.Conn, 16)
+	t.Cleanup(func() {
+		for len(held) > 0 {
+			(<-held).Close()
 		}
-	}()
-
-	// Accepts, then hangs up without answering.
-	hangup, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { hangup.Close() })
-	go func() {
-		for {
-			c, err := hangup.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	})
+	stalled := listen(t, func(c net.Conn) { held <- c })
+	hangup := listen(t, func(c net.Conn) { c.Close() })
 
 	// A TLS registry whose certificate the node does not trust.
 	untrusted := httptest.NewTLSServer(http.NotFoundHandler())
@@ -108,6 +86,26 @@ func TestNetworkFailuresAreUnavailableOrDeadlineExceeded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// listen serves a loopback port, handing each connection to conn.
+func listen(t *testing.T, conn func(net.Conn)) net.Listener {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conn(c)
+		}
+	}()
+	return l
 }
 
 // Forward mode reads containerd's CRI text, which arrives as Unknown.
