@@ -3,6 +3,7 @@ package resolver
 import (
 	"context"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -43,6 +44,7 @@ const (
 // credentials with Resolver.Hosts (or For).
 type Authorizer struct {
 	challenges   challenges
+	scopes       scopeMemory
 	tokens       *tokenCache
 	group        singleflight.Group
 	now          func() time.Time
@@ -147,9 +149,13 @@ type hostAuthorizer struct {
 	origin origin.Origin
 	realm  realmPolicy
 
-	mu     sync.Mutex
-	cred   *resolved
-	scopes []string // scopes the host's challenges asked for in this pull
+	mu   sync.Mutex
+	cred *resolved
+	// challenged: the host answered this binding with a challenge, so the
+	// one remembered is current. Before that, a remembered challenge that
+	// leads to a refused token is re-learnt once (see Authorize).
+	challenged bool
+	relearnt   bool
 }
 
 // resolved is a credential with what requests need from it, computed once.
@@ -195,11 +201,37 @@ func (h *hostAuthorizer) Authorize(ctx context.Context, req *http.Request) error
 	case schemeBearer:
 		v, err := h.bearer(ctx, ch, rc, now)
 		if err != nil {
-			return err
+			if !h.relearn(ctx, err) {
+				return err
+			}
+			// Sent without a token, the request draws the registry's
+			// current challenge, and containerd retries it.
+			req.Header.Del("Authorization")
+			return nil
 		}
 		req.Header.Set("Authorization", v)
 	}
 	return nil
+}
+
+// relearn reports whether a token refused up front — with a challenge
+// remembered from an earlier binding, which the registry may since have
+// changed (realm, service, scope) — is worth one request without a token
+// to learn the current challenge. Once per binding, and never after this
+// binding's own challenge (then the refusal is the answer).
+func (h *hostAuthorizer) relearn(ctx context.Context, err error) bool {
+	if ctx.Err() != nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.challenged || h.relearnt {
+		return false
+	}
+	h.relearnt = true
+	log.G(ctx).WithField("host", h.b.Host).WithError(err).
+		Debug("token refused with the remembered challenge; sending the request without one to learn the registry's current challenge")
+	return true
 }
 
 // credential returns the credential for the bound host, resolving it once
@@ -250,10 +282,7 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 // endpoint that rejects the credential gets one more try with a freshly
 // resolved one (an expired ACR refresh token is re-minted by the keychain).
 func (h *hostAuthorizer) bearer(ctx context.Context, ch challenge, rc *resolved, now time.Time) (string, error) {
-	h.mu.Lock()
-	extra := h.scopes
-	h.mu.Unlock()
-	scopes := docker.GetTokenScopes(ctx, extra)
+	scopes := docker.GetTokenScopes(ctx, h.a.scopes.extra(h.b.Host, docker.GetTokenScopes(ctx, nil)))
 	key := tokenKey{host: h.b.Host, scopes: strings.Join(scopes, " "), cred: rc.fp}
 	if v, ok := h.a.tokens.get(key, now); ok {
 		return v, nil
@@ -355,8 +384,11 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 			}
 		}
 		h.a.challenges.set(h.b.Host, p.challenge)
+		h.mu.Lock()
+		h.challenged = true
+		h.mu.Unlock()
 		if p.scope != "" {
-			h.addScopes(strings.Fields(p.scope))
+			h.a.scopes.learn(h.b.Host, docker.GetTokenScopes(ctx, nil), strings.Fields(p.scope))
 		}
 	}
 
@@ -418,20 +450,6 @@ func (h *hostAuthorizer) rejected(p parsed, rc *resolved) error {
 	}
 	return fmt.Errorf("registry %s rejected %s from %s%s, and again %s: %w: %w",
 		h.b.Host, what, src, reason, retried, kind, docker.ErrInvalidAuthorization)
-}
-
-func (h *hostAuthorizer) addScopes(s []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, x := range s {
-		found := false
-		for _, y := range h.scopes {
-			found = found || x == y
-		}
-		if !found {
-			h.scopes = append(h.scopes, x)
-		}
-	}
 }
 
 // unauthorized counts the 401s among responses whose request carried an

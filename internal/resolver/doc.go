@@ -4,8 +4,9 @@
 // containerd builds a fresh resolver and authorizer for every pull, so every
 // pull repeats the registry's 401 challenge and, on token registries, the
 // token fetch. Here one Authorizer lives as long as the node process and is
-// shared by every pull: it remembers each host's challenge (so requests are
-// authorised up front, with no wasted 401 after a host's first contact) and
+// shared by every pull: it remembers each host's challenge and the scopes
+// it asked for (so requests are authorised up front, with no wasted 401
+// after a host's first contact, whichever binding learnt it) and
 // caches bearer tokens per (host, scope set, full credential hash),
 // honouring expires_in. What differs per pull — whose credentials to present
 // — comes from a Credentials value bound to each pull's RegistryHosts.

@@ -1,0 +1,83 @@
+package resolver
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
+)
+
+// A mirror with override_path serves the repository "mirror/<name>": its
+// challenge asks for repository:mirror/alice/app:pull, while containerd's
+// request scope says repository:alice/app:pull, and the token server
+// grants only what is asked. The challenge's scope is remembered
+// node-wide with the challenge, so every later binding (containerd binds
+// afresh for each Resolve and each Fetcher) and every later pull asks for
+// the token the registry wants up front: the second pull makes no token
+// request and draws no 401. (With the scope kept per binding, each new
+// binding fetched a token without it and drew a 401.)
+func TestChallengeScopeRememberedAcrossBindings(t *testing.T) {
+	ctx, logs := testContext(t)
+	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithUser("alice", alicePass, "mirror/alice/app"))
+	reg.PushRandomImage(t, "mirror/alice/app", "v1", "alice", alicePass)
+	reg.Reset()
+	const upstream = "upstream.b9test"
+	root := t.TempDir()
+	writeHosts(t, root, upstream, fmt.Sprintf(`server = "https://%s"
+
+[host."http://%s/v2/mirror"]
+  capabilities = ["pull", "resolve"]
+  override_path = true
+`, upstream, reg.Host))
+	kc := keychain.New()
+	defer kc.Close()
+	d := docs(t, [3]string{reg.Host, "alice", alicePass})
+	res := New(WithConfigPath(root))
+	ref := upstream + "/alice/app:v1"
+
+	if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), ref, newStore(t)); err != nil {
+		t.Fatalf("first pull: %v\n%s", err, reg.Summary())
+	}
+	if reg.Unauthorized() != 1 || reg.TokenFetches() != 1 {
+		t.Fatalf("first pull: %d 401s, %d token requests; want 1 (first contact) and 1\n%s", reg.Unauthorized(), reg.TokenFetches(), reg.Summary())
+	}
+	reg.Reset()
+	if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), ref, newStore(t)); err != nil {
+		t.Fatalf("second pull: %v\n%s", err, reg.Summary())
+	}
+	if reg.Unauthorized() != 0 || reg.TokenFetches() != 0 {
+		t.Fatalf("second pull: %d 401s, %d token requests; want none\n%s", reg.Unauthorized(), reg.TokenFetches(), reg.Summary())
+	}
+	noCanary(t, logs.String())
+}
+
+// A challenge remembered from an earlier pull whose token endpoint now
+// refuses (the registry moved its realm): the request is sent once without
+// a token, the registry's 401 teaches the current challenge, and the pull
+// succeeds — where it used to fail on the stale realm.
+func TestStaleChallengeIsRelearnt(t *testing.T) {
+	ctx, logs := testContext(t)
+	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithUser("alice", alicePass))
+	img := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
+	reg.Reset()
+	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) }))
+	defer gone.Close()
+	kc := keychain.New()
+	defer kc.Close()
+	res := New()
+	res.Authorizer().challenges.set(reg.Host, challenge{scheme: schemeBearer, realm: gone.URL + "/token", service: reg.Service})
+
+	if err := pull(ctx, res.Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), img.Ref, newStore(t)); err != nil {
+		t.Fatalf("pull: %v\n%s", err, reg.Summary())
+	}
+	if reg.Unauthorized() != 1 || reg.TokenFetches() != 1 {
+		t.Fatalf("want one 401 (re-learning the challenge) and one token request, got %d, %d\n%s", reg.Unauthorized(), reg.TokenFetches(), reg.Summary())
+	}
+	if ch, _ := res.Authorizer().challenges.get(reg.Host); ch.realm != reg.Realm {
+		t.Errorf("remembered realm %q, want %q", ch.realm, reg.Realm)
+	}
+	noCanary(t, logs.String())
+}
