@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"github.com/urfave/cli/v3"
 
@@ -36,6 +37,7 @@ table's keys alone; flags override it.`,
 			&cli.StringFlag{Name: "pull-mode", Usage: "direct or forward"},
 			&cli.StringFlag{Name: "log-level", Aliases: []string{"l"}, Value: "info", Usage: "trace, debug, info, warn, error"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "HOST:PORT to serve Prometheus metrics on at /v1/metrics, as containerd's [metrics] address (default: none)"},
+			&cli.DurationFlag{Name: "takeover-timeout", Usage: "when another process serves the socket, wait this long for it to stop and then take the path over, instead of failing at once (a rolling upgrade's new instance)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
 			if err := log.SetLevel(cmd.String("log-level")); err != nil {
@@ -66,9 +68,52 @@ table's keys alone; flags override it.`,
 				}
 				defer closeMetrics()
 			}
-			return service.Run(ctx, *cfg)
+			return runTakingOver(ctx, *cfg, cmd.Duration("takeover-timeout"))
 		},
 	}
+}
+
+// runTakingOver is service.Run, but while another process serves the
+// socket it waits (up to timeout) for that process to stop, then serves
+// the path itself. kubelet needs the socket to start any container, this
+// daemon's next version included: so the new instance starts while the
+// old one serves and takes over when it goes.
+func runTakingOver(ctx context.Context, cfg service.Config, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	logged := false
+	for {
+		if answering(cfg.Address) && time.Now().Before(deadline) {
+			if !logged {
+				log.G(ctx).WithField("address", cfg.Address).WithField("timeout", timeout).
+					Info("b9-resolver: another process serves the socket; waiting for it to stop")
+				logged = true
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		err := service.Run(ctx, cfg)
+		// Another instance may have taken the path between the check and
+		// the listen: wait again.
+		if errdefs.IsAlreadyExists(err) && answering(cfg.Address) && time.Now().Before(deadline) {
+			continue
+		}
+		return err
+	}
+}
+
+// answering reports whether something accepts connections on the unix
+// socket at addr.
+func answering(addr string) bool {
+	c, err := net.DialTimeout("unix", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // serveMetrics serves the metrics on addr at /v1/metrics, the path

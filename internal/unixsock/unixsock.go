@@ -104,14 +104,6 @@ func Listen(ctx context.Context, addr string, opts ...Option) (net.Listener, err
 	return l, nil
 }
 
-// Remove deletes the socket at addr if it is one (not a file someone put
-// there).
-func Remove(addr string) {
-	if fi, err := os.Lstat(addr); err == nil && fi.Mode()&fs.ModeSocket != 0 {
-		_ = os.Remove(addr)
-	}
-}
-
 // groupCanEnter reports whether members of gid may pass through dir.
 func groupCanEnter(dir fs.FileInfo, gid int) bool {
 	perm := dir.Mode().Perm()

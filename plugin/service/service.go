@@ -284,8 +284,8 @@ func (s *Service) serve(ctx context.Context, addr string, lopts []unixsock.Optio
 }
 
 // Close stops serving (letting running calls finish for a few seconds),
-// removes the sockets and closes the containerd connections. It satisfies
-// io.Closer, which containerd calls on its plugins at shutdown.
+// which removes the sockets, and closes the containerd connections. It
+// satisfies io.Closer, which containerd calls on its plugins at shutdown.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -306,7 +306,10 @@ func (s *Service) Close() error {
 			case <-time.After(5 * time.Second):
 				sock.server.Stop()
 			}
-			unixsock.Remove(sock.addr)
+			// Nothing to remove: the listener unlinked its socket as it
+			// closed, before it stopped answering. By now a successor may
+			// listen at the same path (a rolling upgrade), and that
+			// socket is not ours.
 		})
 	}
 	wg.Wait()

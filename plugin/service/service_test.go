@@ -429,3 +429,45 @@ func TestRefsSurviveRestartWithState(t *testing.T) {
 		t.Error("memory-only services share a ref key")
 	}
 }
+
+// A successor takes the socket path over once this service's listener has
+// closed (a rolling upgrade); Close, still finishing a running call, must
+// leave the successor's socket alone.
+func TestCloseLeavesSuccessorSocket(t *testing.T) {
+	release, entered := make(chan struct{}), make(chan struct{})
+	f := &fakeCRI{pull: func(*runtime.PullImageRequest) (*runtime.PullImageResponse, error) {
+		close(entered)
+		<-release
+		return &runtime.PullImageResponse{ImageRef: "sha256:abc"}, nil
+	}}
+	addr := filepath.Join(shortDir(t), "b9", "b9.sock")
+	svc, cli := startService(t, Config{Address: addr, ContainerdAddress: startFakeCRI(t, f), PullMode: PullForward})
+	go cli.PullImage(ctxT(t), pullReq("127.0.0.1:5000/team/app:v1", nil, nil))
+	<-entered
+
+	closed := make(chan struct{})
+	go func() { svc.Close(); close(closed) }()
+	// The running pull keeps Close waiting; the listener is already gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Lstat(addr); err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the socket path is still there while Close drains")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	successor, err := net.Listen("unix", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer successor.Close()
+	close(release)
+	<-closed
+	c, err := net.Dial("unix", addr)
+	if err != nil {
+		t.Fatalf("Close removed the successor's socket: %v", err)
+	}
+	c.Close()
+}
