@@ -199,128 +199,175 @@ type settings struct {
 }
 
 // validate fills defaults and checks every field, naming the TOML key of
-// the first bad one. It never prints a credential value.
+// each bad one. It never prints a credential value. Each concern has its
+// own check, so a new key goes beside the keys it belongs with.
 func (c Config) validate() (*settings, error) {
-	def := DefaultConfig()
-	if c.Address == "" {
-		c.Address = def.Address
-	}
-	if c.ContainerdAddress == "" {
-		c.ContainerdAddress = def.ContainerdAddress
-	}
-	if c.PullMode == "" {
-		c.PullMode = def.PullMode
-	}
-	if c.ConfigPath == "" {
-		c.ConfigPath = def.ConfigPath
-	}
-	if c.AnnotationPrefix == "" {
-		c.AnnotationPrefix = def.AnnotationPrefix
-	}
-	if c.Isolation == "" {
-		c.Isolation = def.Isolation
-	}
-	if c.CacheSize == 0 {
-		c.CacheSize = def.CacheSize
-	}
-	if c.RefreshFraction == 0 {
-		c.RefreshFraction = def.RefreshFraction
-	}
-	if c.MintTimeout == "" {
-		c.MintTimeout = def.MintTimeout
-	}
-
+	c = c.withDefaults()
 	s := &settings{Config: c}
-	var errs []string
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, key+": "+fmt.Sprintf(format, args...))
+	var p problems
+	for _, check := range []func(*settings, *problems){
+		checkSockets, checkPulls, checkAnnotations, checkCache,
+		checkRegistries, checkNodeCredentials, checkCloud, checkCredentialsService,
+	} {
+		check(s, &p)
 	}
-	if !filepath.IsAbs(c.Address) {
-		bad("address", "%q is not an absolute socket path", c.Address)
+	if err := p.err(); err != nil {
+		return nil, err
 	}
-	if a := strings.TrimPrefix(c.ContainerdAddress, "unix://"); !filepath.IsAbs(a) {
-		bad("containerd_address", "%q is not an absolute socket path", c.ContainerdAddress)
+	return s, nil
+}
+
+// withDefaults fills every unset key with its default.
+func (c Config) withDefaults() Config {
+	def := DefaultConfig()
+	orDefault(&c.Address, def.Address)
+	orDefault(&c.ContainerdAddress, def.ContainerdAddress)
+	orDefault(&c.PullMode, def.PullMode)
+	orDefault(&c.ConfigPath, def.ConfigPath)
+	orDefault(&c.AnnotationPrefix, def.AnnotationPrefix)
+	orDefault(&c.Isolation, def.Isolation)
+	orDefault(&c.CacheSize, def.CacheSize)
+	orDefault(&c.RefreshFraction, def.RefreshFraction)
+	orDefault(&c.MintTimeout, def.MintTimeout)
+	return c
+}
+
+// orDefault sets *v to def when it holds its zero value.
+func orDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
 	}
-	if c.PullMode != PullDirect && c.PullMode != PullForward {
-		bad("pull_mode", "%q is not %q or %q", c.PullMode, PullDirect, PullForward)
+}
+
+// problems collects every bad key, so one start shows them all.
+type problems []string
+
+func (p *problems) add(key, format string, args ...any) {
+	*p = append(*p, key+": "+fmt.Sprintf(format, args...))
+}
+
+// absPath reports key when path is not absolute.
+func (p *problems) absPath(key, what, path string) {
+	if !filepath.IsAbs(path) {
+		p.add(key, "%q is not an absolute %s", path, what)
 	}
-	if c.Isolation != IsolationStrict && c.Isolation != IsolationFallback {
-		bad("isolation", "%q is not %q or %q", c.Isolation, IsolationStrict, IsolationFallback)
+}
+
+func (p problems) err() error {
+	if len(p) == 0 {
+		return nil
 	}
-	if !strings.HasSuffix(c.AnnotationPrefix, "/") || strings.ContainsAny(c.AnnotationPrefix, " \t\r\n") {
-		bad("annotation_prefix", "%q must end with \"/\" and hold no spaces (like \"b9.beam.cloud/\")", c.AnnotationPrefix)
+	// One line, so containerd's "failed to load plugin" log shows all of it.
+	return fmt.Errorf("b9-resolver config: %s: %w", strings.Join(p, "; "), errdefs.ErrInvalidArgument)
+}
+
+// checkSockets: address, containerd_address.
+func checkSockets(s *settings, p *problems) {
+	p.absPath("address", "socket path", s.Address)
+	if !filepath.IsAbs(strings.TrimPrefix(s.ContainerdAddress, "unix://")) {
+		p.add("containerd_address", "%q is not an absolute socket path", s.ContainerdAddress)
 	}
-	for handler, sn := range c.RuntimeSnapshotters {
+}
+
+// checkPulls: pull_mode, isolation, runtime_snapshotters.
+func checkPulls(s *settings, p *problems) {
+	if s.PullMode != PullDirect && s.PullMode != PullForward {
+		p.add("pull_mode", "%q is not %q or %q", s.PullMode, PullDirect, PullForward)
+	}
+	if s.Isolation != IsolationStrict && s.Isolation != IsolationFallback {
+		p.add("isolation", "%q is not %q or %q", s.Isolation, IsolationStrict, IsolationFallback)
+	}
+	for handler, sn := range s.RuntimeSnapshotters {
 		if handler == "" || sn == "" {
-			bad("runtime_snapshotters", "runtime handler %q maps to snapshotter %q; both must be set", handler, sn)
+			p.add("runtime_snapshotters", "runtime handler %q maps to snapshotter %q; both must be set", handler, sn)
 		}
 	}
-	if c.CacheSize < 0 {
-		bad("cache_size", "%d is negative", c.CacheSize)
+}
+
+// checkAnnotations: annotation_prefix.
+func checkAnnotations(s *settings, p *problems) {
+	if !strings.HasSuffix(s.AnnotationPrefix, "/") || strings.ContainsAny(s.AnnotationPrefix, " \t\r\n") {
+		p.add("annotation_prefix", "%q must end with \"/\" and hold no spaces (like \"b9.beam.cloud/\")", s.AnnotationPrefix)
 	}
-	if c.RefreshFraction <= 0 || c.RefreshFraction >= 1 {
-		bad("refresh_fraction", "%v is not between 0 and 1", c.RefreshFraction)
+}
+
+// checkCache: cache_size, refresh_fraction, mint_timeout.
+func checkCache(s *settings, p *problems) {
+	if s.CacheSize < 0 {
+		p.add("cache_size", "%d is negative", s.CacheSize)
 	}
-	if d, err := time.ParseDuration(c.MintTimeout); err != nil || d <= 0 {
-		bad("mint_timeout", "%q is not a positive Go duration (like \"30s\")", c.MintTimeout)
+	if s.RefreshFraction <= 0 || s.RefreshFraction >= 1 {
+		p.add("refresh_fraction", "%v is not between 0 and 1", s.RefreshFraction)
+	}
+	if d, err := time.ParseDuration(s.MintTimeout); err != nil || d <= 0 {
+		p.add("mint_timeout", "%q is not a positive Go duration (like \"30s\")", s.MintTimeout)
 	} else {
 		s.mintTimeout = d
 	}
-	det, err := registry.NewDetector(c.RegistryMappings)
+}
+
+// checkRegistries: registry_mappings, trusted_mirrors.
+func checkRegistries(s *settings, p *problems) {
+	det, err := registry.NewDetector(s.RegistryMappings)
 	if err != nil {
-		bad("registry_mappings", "%v", err)
+		p.add("registry_mappings", "%v", err)
 	}
 	s.detector = det
-	for i, text := range c.NodeCredentials.Documents {
-		// Parsed once here so a bad document stops the plugin at start;
-		// the error names the index and field, never the value.
+	for i, m := range s.TrustedMirrors {
+		if _, err := registry.NormalizeHost(m); err != nil {
+			p.add("trusted_mirrors", "[%d] %q is not a registry host", i, m)
+		}
+	}
+}
+
+// checkNodeCredentials: node_credentials.*. Inline documents are parsed
+// once here so a bad one stops the plugin at start; the error names the
+// index and field, never the value.
+func checkNodeCredentials(s *settings, p *problems) {
+	for i, text := range s.NodeCredentials.Documents {
 		docs, err := document.Parse(fmt.Sprintf("node_credentials.documents[%d]", i), text, "")
 		if err == nil {
 			docs, err = document.AsNode(docs)
 		}
 		if err != nil {
-			bad("node_credentials.documents", "%v", err)
+			p.add("node_credentials.documents", "%v", err)
 			continue
 		}
 		s.nodeDocs = append(s.nodeDocs, docs...)
 	}
-	for i, f := range c.NodeCredentials.DocumentFiles {
-		if !filepath.IsAbs(f) {
-			bad("node_credentials.document_files", "[%d] %q is not an absolute path", i, f)
-		}
+	for i, f := range s.NodeCredentials.DocumentFiles {
+		p.absPath(fmt.Sprintf("node_credentials.document_files[%d]", i), "path", f)
 	}
-	for i, a := range c.Cloud.Ambient {
+	if f := s.NodeCredentials.DockerConfig; f != "" {
+		p.absPath("node_credentials.docker_config", "path", f)
+	}
+}
+
+// checkCloud: cloud.*.
+func checkCloud(s *settings, p *problems) {
+	for i, a := range s.Cloud.Ambient {
 		if a != string(document.TypeAWS) && a != string(document.TypeGCP) && a != string(document.TypeAzure) {
-			bad("cloud.ambient", "[%d] %q is not \"aws\", \"gcp\" or \"azure\"", i, a)
+			p.add("cloud.ambient", "[%d] %q is not \"aws\", \"gcp\" or \"azure\"", i, a)
 		}
 	}
-	for i, d := range c.Cloud.GCPKeyDirs {
-		if !filepath.IsAbs(d) {
-			bad("cloud.gcp_key_dirs", "[%d] %q is not an absolute path", i, d)
+	for i, d := range s.Cloud.GCPKeyDirs {
+		p.absPath(fmt.Sprintf("cloud.gcp_key_dirs[%d]", i), "path", d)
+	}
+}
+
+// checkCredentialsService: credentials_address, credentials_gid, state_dir.
+func checkCredentialsService(s *settings, p *problems) {
+	if a := s.CredentialsAddress; a != "" {
+		p.absPath("credentials_address", "socket path", a)
+		if filepath.Clean(a) == filepath.Clean(s.Address) {
+			p.add("credentials_address", "%q is the b9 socket (address); give the Credentials socket a path of its own", a)
 		}
 	}
-	for i, m := range c.TrustedMirrors {
-		if _, err := registry.NormalizeHost(m); err != nil {
-			bad("trusted_mirrors", "[%d] %q is not a registry host", i, m)
-		}
+	if s.CredentialsGID < 0 {
+		p.add("credentials_gid", "%d is negative", s.CredentialsGID)
 	}
-	if a := c.CredentialsAddress; a != "" && !filepath.IsAbs(a) {
-		bad("credentials_address", "%q is not an absolute socket path", a)
-	} else if a != "" && filepath.Clean(a) == filepath.Clean(c.Address) {
-		bad("credentials_address", "%q is the b9 socket (address); give the Credentials socket a path of its own", a)
+	if s.StateDir != "" {
+		p.absPath("state_dir", "path", s.StateDir)
 	}
-	if c.CredentialsGID < 0 {
-		bad("credentials_gid", "%d is negative", c.CredentialsGID)
-	}
-	if c.StateDir != "" && !filepath.IsAbs(c.StateDir) {
-		bad("state_dir", "%q is not an absolute path", c.StateDir)
-	}
-	if f := c.NodeCredentials.DockerConfig; f != "" && !filepath.IsAbs(f) {
-		bad("node_credentials.docker_config", "%q is not an absolute path", f)
-	}
-	if len(errs) > 0 {
-		// One line, so containerd's "failed to load plugin" log shows all of it.
-		return nil, fmt.Errorf("b9-resolver config: %s: %w", strings.Join(errs, "; "), errdefs.ErrInvalidArgument)
-	}
-	return s, nil
 }

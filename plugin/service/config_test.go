@@ -22,35 +22,50 @@ func TestConfigDefaults(t *testing.T) {
 }
 
 func TestConfigErrorsNameTheKey(t *testing.T) {
-	for key, cfg := range map[string]Config{
-		"pull_mode":            {PullMode: "sideways"},
-		"isolation":            {Isolation: "loose"},
-		"address":              {Address: "relative.sock"},
-		"annotation_prefix":    {AnnotationPrefix: "no-slash"},
-		"mint_timeout":         {MintTimeout: "soon"},
-		"refresh_fraction":     {RefreshFraction: 1.5},
-		"registry_mappings":    {RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}},
-		"runtime_snapshotters": {RuntimeSnapshotters: map[string]string{"kata": ""}},
-		"credentials_address":  {CredentialsAddress: "creds.sock"},
+	for _, tc := range []struct {
+		key string
+		cfg Config
+	}{
+		{"address", Config{Address: "relative.sock"}},
+		{"containerd_address", Config{ContainerdAddress: "unix://relative.sock"}},
+		{"pull_mode", Config{PullMode: "sideways"}},
+		{"isolation", Config{Isolation: "loose"}},
+		{"runtime_snapshotters", Config{RuntimeSnapshotters: map[string]string{"kata": ""}}},
+		{"annotation_prefix", Config{AnnotationPrefix: "no-slash"}},
+		{"cache_size", Config{CacheSize: -1}},
+		{"refresh_fraction", Config{RefreshFraction: 1.5}},
+		{"mint_timeout", Config{MintTimeout: "soon"}},
+		{"registry_mappings", Config{RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}}},
+		{"trusted_mirrors", Config{TrustedMirrors: []string{"not a host"}}},
 		// A node credential for any registry would go to whichever a pod names.
-		"node_credentials.documents ": {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"gcp"}`}}},
-		"credentials_gid":             {CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1},
-		"node_credentials.documents":  {NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}},
+		{"node_credentials.documents", Config{NodeCredentials: NodeCredentials{Documents: []string{`{"type":"gcp"}`}}}},
+		{"node_credentials.documents", Config{NodeCredentials: NodeCredentials{Documents: []string{`{"type":"basic","credentials":{"USERNAME":"u","PASSWORD":"` + canaryPass + `","AWS_SECRET_ACCESS_KEY":"x"}}`}}}},
+		{"node_credentials.document_files[1]", Config{NodeCredentials: NodeCredentials{DocumentFiles: []string{"/etc/b9/a.json", "b.json"}}}},
+		{"node_credentials.docker_config", Config{NodeCredentials: NodeCredentials{DockerConfig: "config.json"}}},
+		{"cloud.ambient", Config{Cloud: Cloud{Ambient: []string{"oracle"}}}},
+		{"cloud.gcp_key_dirs[0]", Config{Cloud: Cloud{GCPKeyDirs: []string{"keys"}}}},
+		{"credentials_address", Config{CredentialsAddress: "creds.sock"}},
 		// The CRI socket must not be opened to the Credentials socket's group.
-		"credentials_address ": {Address: "/run/b9/b9.sock", CredentialsAddress: "/run/b9//b9.sock"},
+		{"credentials_address", Config{Address: "/run/b9/b9.sock", CredentialsAddress: "/run/b9//b9.sock"}},
+		{"credentials_gid", Config{CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1}},
+		{"state_dir", Config{StateDir: "state"}},
 	} {
-		key = strings.TrimSpace(key)
-		_, err := cfg.validate()
+		_, err := tc.cfg.validate()
 		if err == nil {
-			t.Errorf("%s: bad value accepted", key)
+			t.Errorf("%s: bad value accepted", tc.key)
 			continue
 		}
-		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), key+":") {
-			t.Errorf("%s: error %q does not name the key", key, err)
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.key+":") {
+			t.Errorf("%s: error %q does not name the key", tc.key, err)
 		}
 		if strings.Contains(err.Error(), canaryPass) || strings.Contains(err.Error(), "\n") {
-			t.Errorf("%s: error leaks a secret or spans lines: %q", key, err)
+			t.Errorf("%s: error leaks a secret or spans lines: %q", tc.key, err)
 		}
+	}
+	// Every bad key is reported, not only the first.
+	_, err := Config{PullMode: "sideways", StateDir: "state"}.validate()
+	if err == nil || !strings.Contains(err.Error(), "pull_mode:") || !strings.Contains(err.Error(), "state_dir:") {
+		t.Errorf("two bad keys: got %v", err)
 	}
 }
 

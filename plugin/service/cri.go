@@ -60,7 +60,9 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	if s.cfg.PullMode == PullForward {
 		id, err = s.pullForward(ctx, req, ref, pa)
 	} else {
-		id, pa, shared, err = s.pullDirect(ctx, req, ref, pa)
+		var p pulled
+		p, err = s.pullDirect(ctx, req, ref, pa)
+		id, pa, shared = p.id, p.pa, p.shared
 	}
 	fields := log.Fields{"image": ref.String(), "registry": host, "kind": ref.Registry.Kind, "mode": s.cfg.PullMode}
 	addPod(fields, req.GetSandboxConfig())

@@ -41,18 +41,20 @@ const maxConcurrentDownloads = 3
 type pulled struct {
 	id string
 	pa *pullAuth
+	// shared is true for a caller that joined a pull already running.
+	shared bool
 }
 
 // pullDirect pulls the image with the containerd client into namespace
 // k8s.io and registers it as CRI would. Concurrent pulls of one image with
 // the same credentials and snapshotter share one pull; the pullAuth
 // returned is the one that pulled.
-func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (string, *pullAuth, bool, error) {
+func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest, ref registry.Reference, pa *pullAuth) (pulled, error) {
 	// CRI's normalisation (ParseDockerRef drops a tag next to a digest),
 	// so the image gets the names CRI would give it.
 	named, err := distref.ParseDockerRef(ref.String())
 	if err != nil {
-		return "", pa, false, fmt.Errorf("image reference: %v: %w", err, errdefs.ErrInvalidArgument)
+		return pulled{pa: pa}, fmt.Errorf("image reference: %v: %w", err, errdefs.ErrInvalidArgument)
 	}
 	snapshotter := s.snapshotterFor(req)
 	key := named.String() + "\x00" + snapshotter + "\x00" + pa.identity()
@@ -62,10 +64,11 @@ func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest,
 		// credential the registry refused.
 		return pulled{id: id, pa: pa}, err
 	})
-	if p.pa != nil {
-		pa = p.pa
+	if p.pa == nil {
+		p.pa = pa
 	}
-	return p.id, pa, shared, err
+	p.shared = shared
+	return p, err
 }
 
 func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host, snapshotter string, pa *pullAuth) (string, error) {

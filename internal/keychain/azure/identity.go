@@ -107,7 +107,8 @@ func (p *Provider) imdsToken(ctx context.Context, resource string) (string, erro
 	case status == http.StatusNotFound:
 		return "", fmt.Errorf("%s: IMDS not ready (HTTP 404, %d attempts)%s: %w", api, n, imdsDetail(rerr.Error, rerr.Description), errdefs.ErrUnavailable)
 	}
-	return "", keychain.TokenEndpointError(api, n, status, rerr.Error, rerr.Description, "IMDS", "the node's managed identity "+identityName(p.identityClientID))
+	return "", &keychain.TokenEndpointError{API: api, Attempts: n, Status: status, Code: rerr.Error, Description: rerr.Description,
+		Issuer: "IMDS", Credential: "the node's managed identity " + identityName(p.identityClientID)}
 }
 
 func (p *Provider) imdsEndpoint() string {

@@ -222,5 +222,6 @@ func classifyAAD(ctx context.Context, api string, attempts int, err error) error
 	// AAD descriptions end with trace and correlation ids; the first line
 	// holds the AADSTS code and its meaning.
 	desc := strings.SplitN(re.ErrorDescription, "\n", 2)[0]
-	return keychain.TokenEndpointError(api, attempts, code, re.ErrorCode, desc, "Azure AD", "the service principal")
+	return &keychain.TokenEndpointError{API: api, Attempts: attempts, Status: code, Code: re.ErrorCode, Description: desc,
+		Issuer: "Azure AD", Credential: "the service principal"}
 }

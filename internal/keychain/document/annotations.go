@@ -103,7 +103,7 @@ func identify(d Document) (fingerprint, identity string) {
 // New builds a document from keys (for PullImageRequest.auth and node
 // config), detecting the type as Parse does.
 func New(source, reg string, typ Type, keys map[string]secret.Secret, host string) (Document, error) {
-	return finish(source, "", reg, string(typ), keys, nil, host)
+	return draft{source: source, reg: reg, typ: string(typ), keys: keys, host: host}.finish()
 }
 
 // AsNode marks docs as node credentials (Document.Node), the only ones

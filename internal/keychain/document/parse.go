@@ -151,7 +151,7 @@ func parseUserPass(source, text, host string) ([]Document, error) {
 		return nil, fieldErr(source, "username", "contains a line break")
 	}
 	keys := map[string]secret.Secret{KeyUsername: secret.New(user), KeyPassword: secret.New(pass)}
-	d, err := finish(source, "", "", "", keys, nil, host)
+	d, err := draft{source: source, keys: keys, host: host}.finish()
 	if err != nil {
 		return nil, err
 	}
@@ -224,42 +224,72 @@ func parseObject(source, field string, obj map[string]any, host string) (Documen
 		}
 		keys[k] = secret.New(s)
 	}
-	return finish(source, field, reg, typ, keys, ignored, host)
+	return draft{source: source, field: field, reg: reg, typ: typ, keys: keys, ignored: ignored, host: host}.finish()
+}
+
+// draft is a document as read, before its registry, type and keys are
+// checked.
+type draft struct {
+	source string // where it came from (annotation key, config key)
+	field  string // prefix of error fields ("[2]" in an array)
+	reg    string // "registry" as written
+	typ    string // "type" as written
+	keys   map[string]secret.Secret
+	// ignored are unknown keys, kept by name only.
+	ignored []string
+	// host is the image's registry, for detecting the type of a document
+	// naming none.
+	host string
 }
 
 // finish checks the registry and type, detects a missing type and checks
 // the keys fit it.
-func finish(source, field, reg, typ string, keys map[string]secret.Secret, ignored []string, host string) (Document, error) {
-	d := Document{Source: source, Keys: keys, Ignored: ignored}
-	if reg != "" {
-		h, err := registry.NormalizeHost(reg)
-		if err != nil {
-			return Document{}, fieldErr(source, join(field, "registry"), "not a registry host (want host or host:port)")
-		}
-		d.Registry = h
+func (r draft) finish() (Document, error) {
+	d := Document{Source: r.source, Keys: r.keys, Ignored: r.ignored}
+	var err error
+	if d.Registry, err = r.registry(); err != nil {
+		return Document{}, err
 	}
-	if typ != "" {
-		t := Type(strings.ToLower(typ))
-		if !validType(t) {
-			return Document{}, fieldErr(source, join(field, "type"), "unknown credential type (want one of %s)", typeList())
-		}
-		d.Type, d.TypeExplicit = t, true
-	} else {
-		detectHost := d.Registry
-		if detectHost == "" {
-			detectHost = host
-		}
-		t, ok := DetectType(keys, detectHost)
-		if !ok {
-			return Document{}, fieldErr(source, join(field, "type"), "cannot tell the credential type from the keys; set \"type\" (one of %s)", typeList())
-		}
-		d.Type = t
+	if d.Type, d.TypeExplicit, err = r.documentType(d.Registry); err != nil {
+		return Document{}, err
 	}
-	if err := checkKeys(source, join(field, "credentials"), d); err != nil {
+	if err := checkKeys(r.source, join(r.field, "credentials"), d); err != nil {
 		return Document{}, err
 	}
 	d.fingerprint, d.identity = identify(d)
 	return d, nil
+}
+
+// registry is the normalised "registry", "" when absent.
+func (r draft) registry() (string, error) {
+	if r.reg == "" {
+		return "", nil
+	}
+	h, err := registry.NormalizeHost(r.reg)
+	if err != nil {
+		return "", fieldErr(r.source, join(r.field, "registry"), "not a registry host (want host or host:port)")
+	}
+	return h, nil
+}
+
+// documentType is the "type" given (explicit), else the one detected from
+// the keys and the document's registry (or the image's).
+func (r draft) documentType(reg string) (t Type, explicit bool, err error) {
+	if r.typ != "" {
+		t := Type(strings.ToLower(r.typ))
+		if !validType(t) {
+			return "", false, fieldErr(r.source, join(r.field, "type"), "unknown credential type (want one of %s)", typeList())
+		}
+		return t, true, nil
+	}
+	if reg == "" {
+		reg = r.host
+	}
+	t, ok := DetectType(r.keys, reg)
+	if !ok {
+		return "", false, fieldErr(r.source, join(r.field, "type"), "cannot tell the credential type from the keys; set \"type\" (one of %s)", typeList())
+	}
+	return t, false, nil
 }
 
 // checkKeys enforces what each type needs and, when the type was given,

@@ -162,7 +162,8 @@ func classifyOAuth(ctx context.Context, api string, attempts int, err error) err
 			ecode, desc = b.Error, b.ErrorDescription
 		}
 	}
-	return keychain.TokenEndpointError(api, attempts, code, ecode, desc, "Google", "the service-account key")
+	return &keychain.TokenEndpointError{API: api, Attempts: attempts, Status: code, Code: ecode, Description: desc,
+		Issuer: "Google", Credential: "the service-account key"}
 }
 
 func classifyMetadata(ctx context.Context, api string, attempts int, err error) error {
