@@ -15,9 +15,10 @@ const AnnotationName = "image-credentials"
 
 // FromAnnotations parses the credential documents in a pod's annotations:
 // "<prefix>image-credentials" first, then "<prefix>image-credentials.<name>"
-// in name order. host is the image's canonical host (see Parse). An error
-// names the annotation key; nothing of other annotations is read.
-func FromAnnotations(annotations map[string]string, prefix, host string) ([]Document, error) {
+// in name order. host is the image's canonical host (see Parse); opts say
+// how sealed values are opened (ParseValue). An error names the annotation
+// key; nothing of other annotations is read.
+func FromAnnotations(annotations map[string]string, prefix, host string, opts ...Option) ([]Document, error) {
 	if prefix == "" {
 		prefix = DefaultAnnotationPrefix
 	}
@@ -38,7 +39,7 @@ func FromAnnotations(annotations map[string]string, prefix, host string) ([]Docu
 		if k == main+"." {
 			return nil, fieldErr("annotation "+k, "", "annotation name is empty after the dot")
 		}
-		d, err := Parse("annotation "+k, annotations[k], host)
+		d, err := ParseValue("annotation "+k, annotations[k], host, opts...)
 		if err != nil {
 			return nil, err
 		}

@@ -9,11 +9,15 @@ import (
 // Error is a bad credential document. It names where the document came
 // from (an annotation key, "auth", a config path) and the field within it
 // ("credentials.AWS_REGION", "[1].type"), never a value. It unwraps to
-// errdefs.ErrInvalidArgument, which gRPC maps to InvalidArgument.
+// its Class: errdefs.ErrInvalidArgument (gRPC InvalidArgument) unless
+// set — a sealed document for another namespace is PermissionDenied, one
+// no identity here opens FailedPrecondition.
 type Error struct {
 	Source string
 	Field  string
 	Reason string
+	// Class is the errdefs class; nil means errdefs.ErrInvalidArgument.
+	Class error
 }
 
 func (e *Error) Error() string {
@@ -28,7 +32,12 @@ func (e *Error) Error() string {
 	return "credential document: " + e.Reason
 }
 
-func (e *Error) Unwrap() error { return errdefs.ErrInvalidArgument }
+func (e *Error) Unwrap() error {
+	if e.Class != nil {
+		return e.Class
+	}
+	return errdefs.ErrInvalidArgument
+}
 
 func fieldErr(source, field, format string, args ...any) error {
 	return &Error{Source: source, Field: field, Reason: fmt.Sprintf(format, args...)}

@@ -41,6 +41,9 @@ type Document struct {
 	// use the node's own cloud identity. Parse never sets it:
 	// whoever builds a node document does. It is part of Fingerprint.
 	Node bool
+	// Sealed marks a document that arrived sealed (ParseValue): it was
+	// bound to the pod's namespace and is never shown or kept in clear.
+	Sealed bool
 
 	fingerprint string
 	identity    string
@@ -94,6 +97,9 @@ func Parse(source, text, host string) ([]Document, error) {
 	trimmed := strings.TrimSpace(text)
 	if trimmed == "" {
 		return nil, fieldErr(source, "", "document is empty")
+	}
+	if IsSealed(trimmed) {
+		return nil, fieldErr(source, "", "a sealed document (%s…) where only a plain one is accepted; only pod annotations may be sealed", SealedPrefix)
 	}
 	if trimmed[0] != '[' && trimmed[0] != '{' {
 		return parseUserPass(source, trimmed, host)
