@@ -26,7 +26,7 @@ import (
 // document it keeps (a bigger one is opened on every use), so the cache
 // stays small whatever pods send.
 const (
-	DefaultCacheSize = 1024
+	DefaultCacheSize  = 1024
 	maxCachedDocument = 16 << 10
 	// maxIdentityFile bounds an identity file: a few lines of keys.
 	maxIdentityFile = 64 << 10

@@ -264,7 +264,7 @@ func TestKeyringFilePermissions(t *testing.T) {
 	}
 	for _, c := range []struct {
 		name, path, text string
-		opts           []KeyringOption
+		opts             []KeyringOption
 	}{
 		{"group readable", writeIdentity(t, dir, "g.key", 0o640, id), "mode 0640", []KeyringOption{ownerOpt()}},
 		{"world readable", writeIdentity(t, dir, "w.key", 0o644, id), "mode 0644", []KeyringOption{ownerOpt()}},
