@@ -130,6 +130,26 @@ type Config struct {
 	// get NotFound until their image is pulled again. The plugin defaults
 	// it to its containerd root folder.
 	StateDir string `toml:"state_dir"`
+	// Sealed configures sealed (age-encrypted, namespace-bound) annotation
+	// documents.
+	Sealed Sealed `toml:"sealed"`
+}
+
+// Sealed is the node's side of sealed annotation documents: the age
+// identities that open them, and whether plain ones are still accepted.
+type Sealed struct {
+	// IdentityFiles are age identity files (AGE-SECRET-KEY-1… lines, as
+	// `ctr-b9 keygen` writes them), absolute paths or glob patterns such
+	// as "/etc/b9-resolver/identities/*.key". Each must be a regular file
+	// owned by root with mode 0600 or 0400; a wider one is refused. They
+	// are read at start and checked again on every sealed pull, so
+	// adding a new file and removing the old one rotates the node's key
+	// without a restart.
+	IdentityFiles []string `toml:"identity_files"`
+	// Require refuses plain-text credential annotations: with it, a pod's
+	// registry secret is never readable from the API server, etcd or the
+	// sandbox stores. Off by default.
+	Require bool `toml:"require"`
 }
 
 // NodeCredentials are the node-level credential sources, lowest in
@@ -207,7 +227,7 @@ func (c Config) validate() (*settings, error) {
 	var p problems
 	for _, check := range []func(*settings, *problems){
 		checkSockets, checkPulls, checkAnnotations, checkCache,
-		checkRegistries, checkNodeCredentials, checkCloud, checkCredentialsService,
+		checkRegistries, checkNodeCredentials, checkCloud, checkCredentialsService, checkSealed,
 	} {
 		check(s, &p)
 	}
@@ -369,5 +389,15 @@ func checkCredentialsService(s *settings, p *problems) {
 	}
 	if s.StateDir != "" {
 		p.absPath("state_dir", "path", s.StateDir)
+	}
+}
+
+// checkSealed: sealed.*. The identity files themselves are read by New.
+func checkSealed(s *settings, p *problems) {
+	for i, f := range s.Sealed.IdentityFiles {
+		p.absPath(fmt.Sprintf("sealed.identity_files[%d]", i), "path or glob", f)
+	}
+	if s.Sealed.Require && len(s.Sealed.IdentityFiles) == 0 {
+		p.add("sealed.require", "needs sealed.identity_files: without an identity no sealed document opens, so every credential annotation would be refused")
 	}
 }

@@ -35,7 +35,8 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	}
 	kind = string(ref.Registry.Kind)
 	host := ref.Registry.Host
-	docs, err := document.FromAnnotations(req.GetSandboxConfig().GetAnnotations(), s.cfg.AnnotationPrefix, host)
+	docs, err := document.FromAnnotations(req.GetSandboxConfig().GetAnnotations(), s.cfg.AnnotationPrefix, host,
+		s.annotationOptions(req.GetSandboxConfig().GetMetadata().GetNamespace())...)
 	if err != nil {
 		return nil, pullStatus(err, ref, nil)
 	}
@@ -111,6 +112,17 @@ func addPod(fields log.Fields, sc *runtime.PodSandboxConfig) {
 	if uid := md.GetUid(); uid != "" {
 		fields["pod_uid"] = uid
 	}
+}
+
+// annotationOptions say how a pod's annotation values are read: sealed
+// ones opened with the node's identities for the pod's namespace, plain
+// ones refused under sealed.require.
+func (s *Service) annotationOptions(podNamespace string) []document.Option {
+	opts := []document.Option{document.RequireSealed(s.cfg.Sealed.Require)}
+	if s.identities != nil {
+		opts = append(opts, document.WithUnsealer(s.identities, podNamespace))
+	}
+	return opts
 }
 
 // snapshotterFor picks the snapshotter as CRI does: the runtime handler's

@@ -47,6 +47,9 @@ func class(err error) error {
 		return errdefs.ErrUnauthenticated
 	case errdefs.IsPermissionDenied(err):
 		return errdefs.ErrPermissionDenied
+	case errdefs.IsFailedPrecondition(err):
+		// A sealed document no identity of this node opens.
+		return errdefs.ErrFailedPrecondition
 	case errdefs.IsNotFound(err):
 		return errdefs.ErrNotFound
 	case errdefs.IsUnavailable(err):

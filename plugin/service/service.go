@@ -11,6 +11,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/dialer"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -21,6 +22,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
+	"github.com/beam-cloud/b9-resolver/internal/sealed"
 	"github.com/beam-cloud/b9-resolver/internal/unixsock"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 )
@@ -34,6 +36,9 @@ type Service struct {
 	cfg      *settings
 	keychain *keychain.Keychain
 	node     *nodeCredentials
+	// identities open sealed annotation documents; nil without
+	// sealed.identity_files.
+	identities *sealed.Keyring
 	// client is the containerd client (namespace k8s.io) for direct pulls;
 	// cri is containerd's CRI image service, for forwarding. Both dial
 	// lazily: in plugin mode containerd is not serving yet when New runs.
@@ -137,6 +142,16 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	// Options given to New come last, so they can replace a provider.
 	kopts = append(kopts, o.keychainOpts...)
 
+	var identities *sealed.Keyring
+	if files := s.Sealed.IdentityFiles; len(files) > 0 {
+		identities, err = sealed.NewKeyring(files, sealed.WithReloadErrors(func(path string, err error) {
+			log.L.WithError(err).WithField("path", path).Error("b9-resolver: sealed.identity_files: file refused; sealed documents for its identities will not open")
+		}))
+		if err != nil {
+			return nil, fmt.Errorf("b9-resolver config: sealed.identity_files: %w: %w", err, errdefs.ErrInvalidArgument)
+		}
+	}
+
 	// client.New and grpc.NewClient only dial on the first call.
 	client, err := containerd.New(s.ContainerdAddress, containerd.WithDefaultNamespace(Namespace))
 	if err != nil {
@@ -152,9 +167,10 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		return nil, fmt.Errorf("b9-resolver: CRI client for %s: %w", s.ContainerdAddress, err)
 	}
 	svc := &Service{
-		opts:     o,
-		cfg:      s,
-		keychain: keychain.New(kopts...),
+		identities: identities,
+		opts:       o,
+		cfg:        s,
+		keychain:   keychain.New(kopts...),
 		node: &nodeCredentials{
 			docs: s.nodeDocs, files: s.NodeCredentials.DocumentFiles, dockerConfig: s.NodeCredentials.DockerConfig,
 			detector: s.detector, helperTimeout: s.mintTimeout,
@@ -227,6 +243,10 @@ func (s *Service) Start(ctx context.Context) error {
 		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.cfg.ContainerdAddress,
 		"snapshotter": s.snapshotterName(""), "isolation": s.cfg.Isolation,
 	}).Info("b9-resolver: CRI image service serving")
+	if s.identities != nil {
+		log.G(ctx).WithFields(log.Fields{"recipients": s.identities.Recipients(), "require": s.cfg.Sealed.Require}).
+			Info("b9-resolver: sealed documents: identities loaded")
+	}
 
 	switch addr := s.cfg.CredentialsAddress; {
 	case addr != "":
