@@ -117,7 +117,7 @@ func TestFromContainerRequestRefuses(t *testing.T) {
 		{"bad name", "u:" + canary, []Option{WithName("Has_Caps")}, "credential name"},
 		{"bad prefix", "u:" + canary, []Option{WithPrefix("nope")}, "prefix"},
 		{"bad image", "u:" + canary, []Option{WithImage("UPPER/Case::")}, "image"},
-		{"bad build registry", "", []Option{WithBuildRegistryCredentials("not a host", "u:" + canary)}, "build registry"},
+		{"bad build registry", "", []Option{WithBuildRegistryCredentials("not a host", "u:"+canary)}, "build registry"},
 		{"build creds naming another registry", "", []Option{WithBuildRegistryCredentials("build.internal", `{"registry":"ghcr.io","GITHUB_TOKEN":"`+canary+`"}`)}, "names another registry"},
 		{"build creds without knowing the image", "u:" + canary, []Option{WithBuildRegistryCredentials("build.internal", "AWS:"+canary)}, "WithImage"},
 		{"seal to nobody", "u:" + canary, []Option{WithSealing(nil, "ns", time.Time{})}, "no recipients"},
