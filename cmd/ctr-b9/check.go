@@ -151,7 +151,10 @@ func runCheck(ctx context.Context, cmd *cli.Command) (checkResult, error) {
 			if errors.As(err, new(usageError)) {
 				c.usage = err
 			}
-			if err != nil {
+			switch {
+			case errdefs.IsPermissionDenied(err) || errdefs.IsFailedPrecondition(err):
+				return "", "the sealed credential document cannot be used here: " + err.Error(), err
+			case err != nil:
 				return "", "the credential document is malformed: " + err.Error(), err
 			}
 			if d, ok := document.Select(docs, c.ref.Registry.Host); ok {

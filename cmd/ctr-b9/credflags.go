@@ -13,6 +13,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/cloud"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/sealed"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -26,6 +27,9 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them; @FILE or - reads it (keeps the secret off the command line)"},
 		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient/--azure-ambient apply to; @FILE reads a file)"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
+		&cli.StringSliceFlag{Name: "identity", Usage: "age identity FILE that opens sealed documents, as the node's sealed.identity_files (0600, yours or root's; repeatable)"},
+		&cli.StringFlag{Name: "pod-namespace", Usage: "the pod's namespace a sealed document is checked against (default: --pod-config's metadata.namespace)"},
+		&cli.BoolFlag{Name: "require-sealed", Usage: "refuse plain annotation documents, as a node with sealed.require does"},
 		mappingFlag(),
 		&cli.BoolFlag{Name: "aws-ambient", Usage: "let an aws --node-document without keys use this machine's AWS identity (a pod's document never does)"},
 		&cli.BoolFlag{Name: "gcp-ambient", Usage: "let a gcp --node-document without keys use the metadata server, GCE_METADATA_HOST (a pod's document never does)"},
@@ -112,11 +116,15 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 	prefix := cmd.String("annotation-prefix")
 	switch {
 	case cmd.IsSet("pod-config"):
-		ann, err := podAnnotations(cmd.String("pod-config"))
+		ann, ns, err := podAnnotations(cmd.String("pod-config"))
 		if err != nil {
 			return nil, err
 		}
-		if docs, err = document.FromAnnotations(ann, prefix, host); err != nil {
+		opts, err := sealedOptions(cmd, ns)
+		if err != nil {
+			return nil, err
+		}
+		if docs, err = document.FromAnnotations(ann, prefix, host, opts...); err != nil {
 			return nil, err
 		}
 	case cmd.IsSet("annotations"):
@@ -124,12 +132,19 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 		if err != nil {
 			return nil, err
 		}
-		if docs, err = document.FromAnnotations(ann, prefix, host); err != nil {
+		opts, err := sealedOptions(cmd, "")
+		if err != nil {
+			return nil, err
+		}
+		if docs, err = document.FromAnnotations(ann, prefix, host, opts...); err != nil {
 			return nil, err
 		}
 	case cmd.IsSet("document"):
-		var err error
-		if docs, err = documentFlag(cmd, "document", host); err != nil {
+		opts, err := sealedOptions(cmd, "")
+		if err != nil {
+			return nil, err
+		}
+		if docs, err = documentFlag(cmd, "document", host, opts...); err != nil {
 			return nil, err
 		}
 	}
@@ -168,9 +183,29 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 	return docs, nil
 }
 
+// sealedOptions open sealed documents as a node would: with the
+// --identity files, for --pod-namespace (else the pod config's), and
+// refuse plain ones with --require-sealed.
+func sealedOptions(cmd *cli.Command, podNamespace string) ([]document.Option, error) {
+	if ns := cmd.String("pod-namespace"); ns != "" {
+		podNamespace = ns
+	}
+	opts := []document.Option{document.RequireSealed(cmd.Bool("require-sealed"))}
+	if files := cmd.StringSlice("identity"); len(files) > 0 {
+		// The operator's own identity files, or root's as on a node.
+		kr, err := sealed.NewKeyring(files, sealed.WithOwners(uint32(os.Geteuid()), 0))
+		if err != nil {
+			return nil, fmt.Errorf("--identity: %w", err)
+		}
+		opts = append(opts, document.WithUnsealer(kr, podNamespace))
+	}
+	return opts, nil
+}
+
 // documentFlag parses the documents of a --document-like flag: its value,
-// or with @FILE the file's content.
-func documentFlag(cmd *cli.Command, flag, host string) ([]document.Document, error) {
+// or with @FILE the file's content. opts open a sealed --document; the
+// node document (no opts) is plain, as the plugin's node_credentials.
+func documentFlag(cmd *cli.Command, flag, host string, opts ...document.Option) ([]document.Document, error) {
 	text := cmd.String(flag)
 	source := "--" + flag
 	if strings.HasPrefix(text, "@") {
@@ -180,23 +215,29 @@ func documentFlag(cmd *cli.Command, flag, host string) ([]document.Document, err
 		}
 		text, source = string(b), source+" "+text[1:]
 	}
-	return document.Parse(source, text, host)
+	if len(opts) == 0 {
+		return document.Parse(source, text, host)
+	}
+	return document.ParseValue(source, text, host, opts...)
 }
 
-// podAnnotations reads the annotations of a crictl pod config.
-func podAnnotations(path string) (map[string]string, error) {
+// podAnnotations reads the annotations and namespace of a crictl pod config.
+func podAnnotations(path string) (map[string]string, string, error) {
 	b, err := readInput(path)
 	if err != nil {
-		return nil, fmt.Errorf("--pod-config: %w", err)
+		return nil, "", fmt.Errorf("--pod-config: %w", err)
 	}
 	var pod struct {
+		Metadata struct {
+			Namespace string `json:"namespace"`
+		} `json:"metadata"`
 		Annotations map[string]string `json:"annotations"`
 	}
 	// sigs.k8s.io/yaml reads JSON and YAML alike, as crictl does.
 	if err := yaml.Unmarshal(b, &pod); err != nil {
-		return nil, fmt.Errorf("--pod-config %s: not a pod config (JSON or YAML with an annotations map)", path)
+		return nil, "", fmt.Errorf("--pod-config %s: not a pod config (JSON or YAML with an annotations map)", path)
 	}
-	return pod.Annotations, nil
+	return pod.Annotations, pod.Metadata.Namespace, nil
 }
 
 func annotationsFile(path string) (map[string]string, error) {

@@ -86,6 +86,8 @@ func newApp(stdout, stderr io.Writer) *cli.Command {
 			checkCommand(),
 			pullCommand(),
 			cacheCommand(),
+			keygenCommand(),
+			sealCommand(),
 			versionCommand(),
 		},
 	}

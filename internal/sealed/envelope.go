@@ -230,7 +230,7 @@ func parseEnvelope(source string, plain []byte) (Envelope, error) {
 func (e Envelope) Check(source, podNamespace string, now time.Time) error {
 	if podNamespace == "" {
 		return &document.Error{Source: source, Class: errdefs.ErrPermissionDenied,
-			Reason: "sealed document, but the pull names no pod namespace (sandbox_config.metadata.namespace) to check it against"}
+			Reason: "sealed document, but there is no pod namespace to check it against (sandbox_config.metadata.namespace; ctr-b9: --pod-namespace)"}
 	}
 	if e.Namespace != podNamespace {
 		return &document.Error{Source: source, Class: errdefs.ErrPermissionDenied,
