@@ -100,7 +100,7 @@ func TestCheck(t *testing.T) {
 		{"same namespace", env, "team-a", nil, ""},
 		{"no expiry", Envelope{Namespace: "team-a"}, "team-a", nil, ""},
 		{"other namespace", env, "team-b", errdefs.ErrPermissionDenied, "another namespace than the pod's (team-b)"},
-		{"no pod namespace", env, "", errdefs.ErrPermissionDenied, "names no pod namespace"},
+		{"no pod namespace", env, "", errdefs.ErrPermissionDenied, "no pod namespace to check it against"},
 		{"expired", Envelope{Namespace: "team-a", NotAfter: now.Add(-time.Second)}, "team-a", errdefs.ErrInvalidArgument, "expired at 2026-11-30T11:59:59Z"},
 	}
 	for _, c := range cases {
