@@ -124,7 +124,7 @@ func TestSealedAnnotations(t *testing.T) {
 func TestSealedConfig(t *testing.T) {
 	for key, cfg := range map[string]Config{
 		"sealed.identity_files[0]": {Sealed: Sealed{IdentityFiles: []string{"relative.key"}}},
-		"sealed.require":        {Sealed: Sealed{Require: true}},
+		"sealed.require":           {Sealed: Sealed{Require: true}},
 	} {
 		if _, err := cfg.validate(); err == nil || !strings.Contains(err.Error(), key+":") {
 			t.Errorf("%s: %v", key, err)
