@@ -301,6 +301,9 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
   path = '%[1]s/opt'
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = 'native'
+  # Snapshot labels for remote snapshotters (CLIP), which b9's direct
+  # pulls follow as CRI's own do.
+  disable_snapshot_annotations = false
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = '%[1]s/certs.d'
 [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]

@@ -44,9 +44,15 @@ table's keys alone; flags override it.`,
 				return err
 			}
 			cfg := service.DefaultConfig()
+			// CRI's image settings, which direct pulls follow: from the
+			// file when it is containerd's config, else CRI's defaults.
+			var cri *service.CRIImageSettings
 			if path := cmd.String("config"); path != "" {
 				var err error
 				if cfg, err = service.LoadConfigFile(path); err != nil {
+					return err
+				}
+				if cri, err = service.LoadCRIImageSettingsFile(path); err != nil {
 					return err
 				}
 			}
@@ -68,7 +74,7 @@ table's keys alone; flags override it.`,
 				}
 				defer closeMetrics()
 			}
-			return runTakingOver(ctx, *cfg, cmd.Duration("takeover-timeout"))
+			return runTakingOver(ctx, *cfg, cmd.Duration("takeover-timeout"), service.WithCRIImageSettings(cri))
 		},
 	}
 }
@@ -78,7 +84,7 @@ table's keys alone; flags override it.`,
 // the path itself. kubelet needs the socket to start any container, this
 // daemon's next version included: so the new instance starts while the
 // old one serves and takes over when it goes.
-func runTakingOver(ctx context.Context, cfg service.Config, timeout time.Duration) error {
+func runTakingOver(ctx context.Context, cfg service.Config, timeout time.Duration, opts ...service.Option) error {
 	deadline := time.Now().Add(timeout)
 	logged := false
 	for {
@@ -95,7 +101,7 @@ func runTakingOver(ctx context.Context, cfg service.Config, timeout time.Duratio
 			}
 			continue
 		}
-		err := service.Run(ctx, cfg)
+		err := service.Run(ctx, cfg, opts...)
 		// Another instance may have taken the path between the check and
 		// the listen: wait again.
 		if errdefs.IsAlreadyExists(err) && answering(cfg.Address) && time.Now().Before(deadline) {

@@ -63,13 +63,30 @@ type Config struct {
 	ContainerdAddress string `toml:"containerd_address"`
 	// PullMode is "direct" (default) or "forward".
 	PullMode PullMode `toml:"pull_mode"`
-	// Snapshotter unpacks direct-mode pulls; set it to CRI's snapshotter.
-	// Empty means containerd's default (overlayfs on Linux).
+	// Snapshotter unpacks direct-mode pulls. Empty follows CRI's
+	// (io.containerd.cri.v1.images snapshotter; containerd's default,
+	// overlayfs, when CRI's table is not known).
 	Snapshotter string `toml:"snapshotter"`
-	// RuntimeSnapshotters picks a snapshotter per runtime handler, as CRI's
-	// [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.X]
-	// snapshotter does.
+	// RuntimeSnapshotters picks a snapshotter per runtime handler, over
+	// CRI's runtime_platforms and runtimes.X.snapshotter, which direct
+	// pulls follow otherwise.
 	RuntimeSnapshotters map[string]string `toml:"runtime_snapshotters"`
+	// MaxConcurrentDownloads bounds the layers direct pulls download at
+	// once, per pull and node-wide, as CRI's key of the same name does
+	// (which applies when this is 0).
+	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+	// ImagePullProgressTimeout cancels a direct pull that read nothing
+	// from the registry for this long, as CRI's key of the same name does
+	// (which applies when this is empty); "0" never cancels.
+	ImagePullProgressTimeout string `toml:"image_pull_progress_timeout"`
+	// DisableSnapshotAnnotations, when set, overrides CRI's key of the same
+	// name: false labels layer snapshots with containerd.io/snapshot/cri.*
+	// (image ref, layer digest) for remote snapshotters. The credential-ref
+	// label is set either way.
+	DisableSnapshotAnnotations *bool `toml:"disable_snapshot_annotations"`
+	// ImagePullWithSyncFs, when set, overrides CRI's key of the same name
+	// (sync the filesystem after unpacking each layer).
+	ImagePullWithSyncFs *bool `toml:"image_pull_with_sync_fs"`
 	// ConfigPath is the hosts.toml search path (colon-separated roots, the
 	// first root with a folder for the host wins), like CRI's config_path.
 	ConfigPath string `toml:"config_path"`

@@ -129,4 +129,12 @@ func TestContribConfig(t *testing.T) {
 		s.ConfigPath != def.ConfigPath || s.ContainerdAddress != def.ContainerdAddress {
 		t.Errorf("contrib/config.toml states values that are not the defaults:\n%+v\n%+v", s.Config, *def)
 	}
+	// Standalone reads CRI's image settings from the same file.
+	cri, err := LoadCRIImageSettingsFile("../../contrib/config.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cri.Snapshotter != "overlayfs" || cri.DisableSnapshotAnnotations {
+		t.Errorf("CRI settings from contrib/config.toml: %+v", cri)
+	}
 }

@@ -2,11 +2,8 @@ package service
 
 import (
 	"context"
-	"errors"
-	"io"
 	"time"
 
-	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
@@ -127,7 +124,7 @@ func (s *Service) annotationOptions(podNamespace string) []document.Option {
 
 // snapshotterFor picks the snapshotter as CRI does: the runtime handler's
 // (from the request, else the deprecated sandbox annotation), else the
-// configured one, else containerd's default.
+// default one (pullSettings: CRI's settings with the b9 table's overrides).
 func (s *Service) snapshotterFor(req *runtime.PullImageRequest) string {
 	handler := req.GetImage().GetRuntimeHandler()
 	if handler == "" {
@@ -137,22 +134,18 @@ func (s *Service) snapshotterFor(req *runtime.PullImageRequest) string {
 }
 
 func (s *Service) snapshotterName(handler string) string {
-	if sn, ok := s.cfg.RuntimeSnapshotters[handler]; ok && handler != "" {
+	if sn, ok := s.pull.runtimeSnapshotters[handler]; ok && handler != "" {
 		return sn
 	}
-	if s.cfg.Snapshotter != "" {
-		return s.cfg.Snapshotter
-	}
-	return defaults.DefaultSnapshotter
+	return s.pull.snapshotter
 }
 
-// The calls below go to containerd's CRI unchanged. WaitForReady lets a
-// call made while containerd restarts wait (up to its deadline) for it to
-// come back instead of failing at once.
+// The calls below go to containerd's CRI unchanged (in process in plugin
+// mode, over containerd's socket in standalone mode).
 
 // ListImages is forwarded to containerd's CRI.
 func (s *Service) ListImages(ctx context.Context, req *runtime.ListImagesRequest) (*runtime.ListImagesResponse, error) {
-	return s.cri.ListImages(ctx, req, grpc.WaitForReady(true))
+	return s.containerd.cri.ListImages(ctx, req)
 }
 
 // ImageStatus is forwarded to containerd's CRI; with
@@ -163,7 +156,7 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusReque
 	if spec := imageSpecWithoutCredentials(req.GetImage(), s.cfg.AnnotationPrefix); spec != req.GetImage() {
 		fwd = &runtime.ImageStatusRequest{Image: spec, Verbose: req.GetVerbose()}
 	}
-	resp, err := s.cri.ImageStatus(ctx, fwd, grpc.WaitForReady(true))
+	resp, err := s.containerd.cri.ImageStatus(ctx, fwd)
 	if err != nil || !s.cfg.EnsureSecretPulledImages {
 		return resp, err
 	}
@@ -176,30 +169,15 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusReque
 
 // RemoveImage is forwarded to containerd's CRI.
 func (s *Service) RemoveImage(ctx context.Context, req *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
-	return s.cri.RemoveImage(ctx, req, grpc.WaitForReady(true))
+	return s.containerd.cri.RemoveImage(ctx, req)
 }
 
 // ImageFsInfo is forwarded to containerd's CRI.
 func (s *Service) ImageFsInfo(ctx context.Context, req *runtime.ImageFsInfoRequest) (*runtime.ImageFsInfoResponse, error) {
-	return s.cri.ImageFsInfo(ctx, req, grpc.WaitForReady(true))
+	return s.containerd.cri.ImageFsInfo(ctx, req)
 }
 
 // StreamImages is forwarded to containerd's CRI, message by message.
 func (s *Service) StreamImages(req *runtime.StreamImagesRequest, stream grpc.ServerStreamingServer[runtime.StreamImagesResponse]) error {
-	up, err := s.cri.StreamImages(stream.Context(), req, grpc.WaitForReady(true))
-	if err != nil {
-		return err
-	}
-	for {
-		m, err := up.Recv()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := stream.Send(m); err != nil {
-			return err
-		}
-	}
+	return s.containerd.cri.StreamImages(req, stream)
 }

@@ -5,7 +5,9 @@ import (
 	"fmt"
 
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/containerd/v2/pkg/snapshotters"
@@ -31,9 +33,6 @@ const (
 // it, so a remote snapshotter can ask the Credentials service for exactly
 // that credential. Never a secret.
 const CredentialRefLabel = remotehosts.CredentialRefLabel
-
-// maxConcurrentDownloads is CRI's default max_concurrent_downloads.
-const maxConcurrentDownloads = 3
 
 // pulled is a shared pull's result: the image id and the pullAuth that
 // did the pull, whose record of what each host accepted every caller
@@ -108,28 +107,58 @@ func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host
 		if err := s.createOrUpdateImage(ctx, name, img.Target(), imageLabels); err != nil {
 			return "", fmt.Errorf("image reference %s: %w", name, err)
 		}
+		// In process, CRI's image index is updated at once, as CRI's own
+		// PullImage does; otherwise CRI follows the image event.
+		if update := s.containerd.updateImage; update != nil {
+			if err := update(ctx, name); err != nil {
+				return "", fmt.Errorf("CRI image index for %s: %w", name, err)
+			}
+		}
 	}
 	return id, nil
 }
 
 // pullOnce is one client.Pull with a fresh resolver (a fallback retry must
-// not reuse the authorizer that holds the rejected credential).
+// not reuse the authorizer that holds the rejected credential), fetching
+// and unpacking as CRI's settings say (pullSettings).
 func (s *Service) pullOnce(ctx context.Context, name, host, snapshotter string, imageLabels map[string]string, pa *pullAuth) (containerd.Image, error) {
-	// The node-wide resolver: its Authorizer keeps each host's challenge
-	// and tokens across pulls (keyed by credential), pa says what this
-	// pull presents to each host.
-	resolver := s.resolver.Resolver(pa)
-	info := snapshotters.AppendInfoHandlerWrapper(name)
-	credRef := credentialRefWrapper(pa, host)
-	return s.client.Pull(ctx, name,
-		containerd.WithResolver(resolver),
+	ps := &s.pull
+	// The node-wide resolver's hosts: its Authorizer keeps each host's
+	// challenge and tokens across pulls (keyed by credential), pa says
+	// what this pull presents to each host.
+	hosts := s.resolver.Hosts(pa)
+	if ps.progressTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		progress := &pullProgress{}
+		hosts = progress.hosts(hosts)
+		go progress.watch(ctx, name, ps.progressTimeout, cancel)
+	}
+	// The credential-ref label always; CRI's own snapshot labels unless
+	// disable_snapshot_annotations. WithImageHandlerWrapper keeps one
+	// wrapper, so ours chains over CRI's.
+	wrap := credentialRefWrapper(pa, host)
+	if ps.snapshotAnnotations {
+		info, credRef := snapshotters.AppendInfoHandlerWrapper(name), wrap
+		wrap = func(h images.Handler) images.Handler { return credRef(info(h)) }
+	}
+	opts := []containerd.RemoteOpt{
+		containerd.WithResolver(docker.NewResolver(docker.ResolverOptions{Hosts: hosts})),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(snapshotter),
 		containerd.WithPullLabels(imageLabels),
-		containerd.WithMaxConcurrentDownloads(maxConcurrentDownloads),
-		// WithImageHandlerWrapper keeps one wrapper; chain ours over CRI's.
-		containerd.WithImageHandlerWrapper(func(h images.Handler) images.Handler { return credRef(info(h)) }),
-	)
+		containerd.WithMaxConcurrentDownloads(ps.maxConcurrentDownloads),
+		containerd.WithDownloadLimiter(ps.limiter),
+		containerd.WithConcurrentLayerFetchBuffer(ps.layerFetchBuffer),
+		containerd.WithUnpackOpts([]containerd.UnpackOpt{containerd.WithUnpackApplyOpts(diff.WithSyncFs(ps.syncFs))}),
+		containerd.WithImageHandlerWrapper(wrap),
+	}
+	if ps.discardUnpackedLayers {
+		// Lets GC remove layer blobs once unpacked.
+		opts = append(opts, containerd.WithChildLabelMap(images.ChildGCLabelsFilterLayers))
+	}
+	return s.containerd.client.Pull(ctx, name, opts...)
 }
 
 // credentialRefWrapper adds CredentialRefLabel to the layers of every

@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/containerd/log"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -39,7 +38,7 @@ func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest
 			return "", err
 		}
 		fwd := &runtime.PullImageRequest{Image: imageSpecWithoutCredentials(req.GetImage(), s.cfg.AnnotationPrefix), Auth: forwardAuth(cred, host), SandboxConfig: sandbox}
-		resp, err := s.cri.PullImage(ctx, fwd, grpc.WaitForReady(true))
+		resp, err := s.containerd.cri.PullImage(ctx, fwd)
 		if err == nil {
 			return resp.GetImageRef(), nil
 		}

@@ -8,13 +8,10 @@ import (
 	"sync"
 	"time"
 
-	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
-	"github.com/containerd/containerd/v2/pkg/dialer"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
@@ -39,12 +36,13 @@ type Service struct {
 	// identities open sealed annotation documents; nil without
 	// sealed.identity_files.
 	identities *sealed.Keyring
-	// client is the containerd client (namespace k8s.io) for direct pulls;
-	// cri is containerd's CRI image service, for forwarding. Both dial
-	// lazily: in plugin mode containerd is not serving yet when New runs.
-	client *containerd.Client
-	criCon *grpc.ClientConn
-	cri    runtime.ImageServiceClient
+	// containerd is the containerd client (namespace k8s.io) for direct
+	// pulls and containerd's CRI image service, for forwarding: in process
+	// in plugin mode, over containerd_address in standalone mode.
+	containerd containerdConn
+	// pull is how direct pulls fetch and unpack: CRI's image settings with
+	// the b9 table's overrides.
+	pull pullSettings
 
 	flights flightGroup[pulled]
 	// resolver makes each direct pull's registry hosts (hosts.toml,
@@ -77,6 +75,8 @@ type options struct {
 	keychainOpts []keychain.Option
 	serverOpts   []grpc.ServerOption
 	onPulled     []func(context.Context, Pulled)
+	inProcess    *InProcess
+	criImages    *CRIImageSettings
 }
 
 // WithKeychainOptions adds keychain options, such as the cloud providers
@@ -152,19 +152,17 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		}
 	}
 
-	// client.New and grpc.NewClient only dial on the first call.
-	client, err := containerd.New(s.ContainerdAddress, containerd.WithDefaultNamespace(Namespace))
-	if err != nil {
-		return nil, fmt.Errorf("b9-resolver: containerd client for %s: %w", s.ContainerdAddress, err)
+	criImages := o.criImages
+	if o.inProcess != nil && o.inProcess.CRIImages != nil {
+		criImages = o.inProcess.CRIImages
 	}
-	criCon, err := grpc.NewClient(dialer.DialAddress(s.ContainerdAddress),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithContextDialer(dialer.ContextDialer),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
-	)
+	pull, err := s.pullSettings(criImages)
 	if err != nil {
-		client.Close()
-		return nil, fmt.Errorf("b9-resolver: CRI client for %s: %w", s.ContainerdAddress, err)
+		return nil, err
+	}
+	conn, err := connectContainerd(o.inProcess, s.ContainerdAddress)
+	if err != nil {
+		return nil, err
 	}
 	svc := &Service{
 		identities: identities,
@@ -180,11 +178,10 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 			resolver.WithDetector(s.detector),
 			resolver.WithTrustedMirrors(s.TrustedMirrors...),
 		),
-		client: client,
-		criCon: criCon,
-		cri:    runtime.NewImageServiceClient(criCon),
+		containerd: conn,
+		pull:       pull,
 	}
-	svc.images, svc.ensureSince = client.ImageService(), time.Now()
+	svc.images, svc.ensureSince = conn.client.ImageService(), time.Now()
 	if err := svc.withCredentialsService(store); err != nil {
 		svc.Close()
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
@@ -240,8 +237,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.sockets = append(s.sockets, b9)
 	log.G(ctx).WithFields(log.Fields{
-		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.cfg.ContainerdAddress,
+		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.containerd.name,
 		"snapshotter": s.snapshotterName(""), "isolation": s.cfg.Isolation,
+		"max_concurrent_downloads": s.pull.maxConcurrentDownloads, "snapshot_annotations": s.pull.snapshotAnnotations,
 	}).Info("b9-resolver: CRI image service serving")
 	if s.identities != nil {
 		log.G(ctx).WithFields(log.Fields{"recipients": s.identities.Recipients(), "require": s.cfg.Sealed.Require}).
@@ -334,7 +332,7 @@ func (s *Service) Close() error {
 	}
 	wg.Wait()
 	s.keychain.Close()
-	return errors.Join(s.criCon.Close(), s.client.Close())
+	return s.containerd.close()
 }
 
 // NodeCredential is the node's own credential for a registry (config
