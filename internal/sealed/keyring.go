@@ -46,6 +46,7 @@ type Keyring struct {
 	patterns []string
 	owners   []uint32
 	onError  func(path string, err error)
+	onReload func(recipients []string)
 	now      func() time.Time
 
 	mu    sync.Mutex // serialises reloads
@@ -82,6 +83,13 @@ func WithOwners(uids ...uint32) KeyringOption {
 // permissions, not an identity file); the others stay loaded.
 func WithReloadErrors(fn func(path string, err error)) KeyringOption {
 	return func(k *Keyring) { k.onError = fn }
+}
+
+// WithReloaded calls fn after each reload (a file changed) with the
+// fingerprints of the identities now loaded, so an operator sees a
+// rotation take effect.
+func WithReloaded(fn func(recipients []string)) KeyringOption {
+	return func(k *Keyring) { k.onReload = fn }
 }
 
 // WithClock replaces time.Now for not_after checks (tests).
@@ -158,6 +166,9 @@ func (k *Keyring) current() (*keyState, []error) {
 		}
 	}
 	k.state.Store(next)
+	if k.onReload != nil {
+		k.onReload(slices.Clone(next.fps))
+	}
 	return next, errs
 }
 

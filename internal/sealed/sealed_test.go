@@ -301,8 +301,10 @@ func TestKeyringRotation(t *testing.T) {
 	oldID, newID := identity(t), identity(t)
 	oldPath := writeIdentity(t, dir, "old.key", 0o600, oldID)
 	var reloadErrs []string
+	var loaded [][]string
 	k, err := NewKeyring([]string{filepath.Join(dir, "*.key")}, ownerOpt(),
-		WithReloadErrors(func(p string, err error) { reloadErrs = append(reloadErrs, err.Error()) }))
+		WithReloadErrors(func(p string, err error) { reloadErrs = append(reloadErrs, err.Error()) }),
+		WithReloaded(func(fps []string) { loaded = append(loaded, fps) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,6 +323,9 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	if got := len(k.Recipients()); got != 2 {
 		t.Errorf("%d identities loaded, want 2", got)
+	}
+	if len(loaded) != 1 || len(loaded[0]) != 2 {
+		t.Errorf("reloads reported %v, want one with both identities", loaded)
 	}
 	if err := os.Remove(oldPath); err != nil {
 		t.Fatal(err)

@@ -1,6 +1,8 @@
 package service
 
 import (
+	"bytes"
+	"encoding/base64"
 	"os"
 	"path/filepath"
 	"strings"
@@ -103,6 +105,11 @@ func TestSealedAnnotations(t *testing.T) {
 			sealed.RecipientFingerprint(stranger.Recipient().String())},
 		{"plain under require", strict, "team-a", "alice:" + canaryPass, codes.InvalidArgument, "sealed.require"},
 		{"node without identities", none, "team-a", good, codes.FailedPrecondition, "no identity to open it"},
+		{"truncated", cli, "team-a", good[:len(good)/2], codes.InvalidArgument, "sealed document"},
+		{"bit flipped", cli, "team-a", flipLast(t, good), codes.InvalidArgument, "truncated or altered"},
+		{"huge", cli, "team-a", "age:" + strings.Repeat("QUFB", 70<<10), codes.InvalidArgument, "more than the"},
+		{"nested sealed", cli, "team-a", ageSeal(t, node, `{"v":1,"namespace":"team-a","document":"`+good+`"}`), codes.InvalidArgument, "a sealed document inside a sealed document"},
+		{"wrong version", cli, "team-a", ageSeal(t, node, `{"v":2,"namespace":"team-a","document":"alice:`+canaryPass+`"}`), codes.InvalidArgument, "version 2 is not supported"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := len(f.pulls())
@@ -143,4 +150,29 @@ func TestSealedConfig(t *testing.T) {
 	if err != nil && strings.Contains(err.Error(), id.String()) {
 		t.Error("the error quotes the identity")
 	}
+}
+
+// flipLast flips a bit of a sealed value's last ciphertext byte.
+func flipLast(t *testing.T, v string) string {
+	t.Helper()
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(v, "age:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw[len(raw)-1] ^= 1
+	return "age:" + base64.StdEncoding.EncodeToString(raw)
+}
+
+// ageSeal encrypts any plaintext for id in the wire form, as a tool other
+// than ours would (no recipient hints).
+func ageSeal(t *testing.T, id *age.X25519Identity, plain string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	w, err := age.Encrypt(&buf, id.Recipient())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte(plain))
+	w.Close()
+	return "age:" + base64.StdEncoding.EncodeToString(buf.Bytes())
 }

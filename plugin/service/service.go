@@ -144,9 +144,13 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 
 	var identities *sealed.Keyring
 	if files := s.Sealed.IdentityFiles; len(files) > 0 {
-		identities, err = sealed.NewKeyring(files, sealed.WithReloadErrors(func(path string, err error) {
-			log.L.WithError(err).WithField("path", path).Error("b9-resolver: sealed.identity_files: file refused; sealed documents for its identities will not open")
-		}))
+		identities, err = sealed.NewKeyring(files,
+			sealed.WithReloadErrors(func(path string, err error) {
+				log.L.WithError(err).WithField("path", path).Error("b9-resolver: sealed.identity_files: file refused; sealed documents for its identities will not open")
+			}),
+			sealed.WithReloaded(func(recipients []string) {
+				log.L.WithField("recipients", recipients).Info("b9-resolver: sealed.identity_files changed; identities reloaded")
+			}))
 		if err != nil {
 			return nil, fmt.Errorf("b9-resolver config: sealed.identity_files: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
