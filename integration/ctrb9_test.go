@@ -10,6 +10,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/beam-cloud/b9-resolver/internal/secret"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -73,7 +74,10 @@ func TestCtrB9AgainstNode(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithUser("alice", pass, "team/app", "team/tty"))
 	img := reg.PushRandomImage(t, "team/app", "v1", "alice", pass)
 	tty := reg.PushRandomImage(t, "team/tty", "v1", "alice", pass)
-	n := newNode(t, nodeConfig{})
+	// A state dir gives the plugin a node key, which keys its fingerprints;
+	// ctr-b9 given the same key shows the same ones.
+	stateDir := t.TempDir()
+	n := newNode(t, nodeConfig{plugin: "state_dir = '" + stateDir + "'"})
 	doc := `{"registry":"` + reg.Host + `","credentials":{"USERNAME":"alice","PASSWORD":"` + pass + `"}}`
 
 	t.Run("pull plain", func(t *testing.T) {
@@ -153,18 +157,28 @@ func TestCtrB9AgainstNode(t *testing.T) {
 		}
 		found := false
 		for _, e := range out.Entries {
-			if e.Host == reg.Host && e.Source == "annotation b9.beam.cloud/image-credentials" && strings.HasPrefix(e.Fingerprint, "sha256:") {
+			if e.Host == reg.Host && e.Source == "annotation b9.beam.cloud/image-credentials" && strings.HasPrefix(e.Fingerprint, secret.FingerprintPrefix) {
 				found = true
 			}
 		}
 		if !found {
 			t.Fatalf("the pod's credential is not in the plugin's cache: %s", r.stdout)
 		}
-		c := n.ctrB9("creds", "-o", "json", "--document", doc, img.Ref)
+		c := n.ctrB9("creds", "-o", "json", "--node-key", filepath.Join(stateDir, "node.key"), "--document", doc, img.Ref)
 		var cr struct{ Fingerprint string }
 		json.Unmarshal([]byte(c.stdout), &cr)
 		if cr.Fingerprint == "" || !strings.Contains(r.stdout, cr.Fingerprint) {
-			t.Errorf("creds fingerprint %q not the cached one:\n%s", cr.Fingerprint, r.stdout)
+			t.Errorf("creds --node-key fingerprint %q not the cached one:\n%s", cr.Fingerprint, r.stdout)
+		}
+		// Without the node key the fingerprint is keyed for that run only.
+		c = n.ctrB9("creds", "-o", "json", "--document", doc, img.Ref)
+		var once struct {
+			Fingerprint string
+			Key         string `json:"fingerprint_key"`
+		}
+		json.Unmarshal([]byte(c.stdout), &once)
+		if once.Key != "invocation" || once.Fingerprint == "" || strings.Contains(r.stdout, once.Fingerprint) {
+			t.Errorf("creds without --node-key: %s", c.stdout)
 		}
 	})
 

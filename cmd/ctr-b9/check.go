@@ -40,6 +40,9 @@ type checkResult struct {
 	Steps     []step `json:"steps"`
 	OK        bool   `json:"ok"`
 	Diagnosis string `json:"diagnosis,omitempty"`
+	// FingerprintKey is what keyed the provider step's fingerprint: "node"
+	// (--node-key) or "invocation" (random, this run only).
+	FingerprintKey string `json:"fingerprint_key,omitempty"`
 }
 
 func checkCommand() *cli.Command {
@@ -121,9 +124,12 @@ func (c *checker) skip(name, why string) {
 // runCheck runs the steps; a usage error (bad flags) is returned apart
 // from the result.
 func runCheck(ctx context.Context, cmd *cli.Command) (checkResult, error) {
-	kc := newKeychain(cmd)
+	kc, keyedBy, err := newKeychain(cmd)
+	if err != nil {
+		return checkResult{}, err
+	}
 	defer kc.Close()
-	c := &checker{kc: kc, res: checkResult{Reference: cmd.Args().First()}}
+	c := &checker{kc: kc, res: checkResult{Reference: cmd.Args().First(), FingerprintKey: keyedBy}}
 	steps := []struct {
 		name string
 		fn   func() (string, string, error)
@@ -168,7 +174,7 @@ func runCheck(ctx context.Context, cmd *cli.Command) (checkResult, error) {
 			if err != nil {
 				return "", diagnoseProvider(err), err
 			}
-			d := fmt.Sprintf("%s username=%q fingerprint=%s", cred.Provider, cred.Username, cred.Fingerprint())
+			d := fmt.Sprintf("%s username=%q fingerprint=%s (key: %s)", cred.Provider, cred.Username, cred.SecretFingerprint, c.res.FingerprintKey)
 			if cred.Anonymous {
 				d = cred.Provider + " (anonymous)"
 			}

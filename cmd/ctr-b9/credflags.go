@@ -13,6 +13,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/cloud"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/nodekey"
 	"github.com/beam-cloud/b9-resolver/internal/sealed"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
@@ -37,7 +38,24 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "azure-identity-client-id", Usage: "with --azure-ambient, the user-assigned managed identity to use (default: system-assigned)"},
 		&cli.StringSliceFlag{Name: "gcp-key-dir", Usage: "directory GOOGLE_APPLICATION_CREDENTIALS may name key files under"},
 		&cli.BoolFlag{Name: "allow-loopback-token-uri", Usage: "accept service-account keys whose token_uri is on loopback (emulators)"},
+		&cli.StringFlag{Name: "node-key", Usage: "the plugin's node key (its state_dir/node.key): fingerprints are then keyed as the plugin keys them, comparable with `ctr-b9 cache ls`; without it they are keyed per invocation"},
 	}
+}
+
+// What keyed the fingerprints a command shows (fingerprint_key in its
+// output).
+const (
+	fingerprintKeyNode       = "node"
+	fingerprintKeyInvocation = "invocation"
+)
+
+// describeFingerprintKey says, for people, what a fingerprint_key value
+// means for comparing fingerprints.
+func describeFingerprintKey(k string) string {
+	if k == fingerprintKeyNode {
+		return "node key (compares with ctr-b9 cache ls)"
+	}
+	return "per invocation (random; fingerprints compare only within this output; --node-key to compare with ctr-b9 cache ls)"
 }
 
 func mappingFlag() cli.Flag {
@@ -76,8 +94,25 @@ func detectorFromFlags(cmd *cli.Command) (*registry.Detector, error) {
 	return d, nil
 }
 
-// newKeychain builds the keychain as a node would, from the flags.
-func newKeychain(cmd *cli.Command) *keychain.Keychain {
+// newKeychain builds the keychain as a node would, from the flags, and
+// says what keys its fingerprints. Fingerprints are never an unkeyed hash,
+// which would let whoever reads pasted output test password guesses:
+// with --node-key they are the plugin's HMAC (derived from the node key as
+// the plugin derives it), else an HMAC under a key made for this run and
+// forgotten.
+func newKeychain(cmd *cli.Command) (*keychain.Keychain, string, error) {
+	fpKey, keyedBy := []byte(nil), fingerprintKeyInvocation
+	if path := cmd.String("node-key"); path != "" {
+		key, err := nodekey.Load(path)
+		if err != nil {
+			return nil, "", fmt.Errorf("--node-key: %w", err)
+		}
+		if fpKey, err = nodekey.Derive(key, nodekey.Fingerprint); err != nil {
+			return nil, "", err
+		}
+		clear(key)
+		keyedBy = fingerprintKeyNode
+	}
 	return cloud.New(cloud.Config{
 		AWSAmbient:            cmd.Bool("aws-ambient"),
 		GCPAmbient:            cmd.Bool("gcp-ambient"),
@@ -85,7 +120,7 @@ func newKeychain(cmd *cli.Command) *keychain.Keychain {
 		AzureIdentityClientID: cmd.String("azure-identity-client-id"),
 		GCPKeyDirs:            cmd.StringSlice("gcp-key-dir"),
 		AllowLoopbackTokenURI: cmd.Bool("allow-loopback-token-uri"),
-	})
+	}, keychain.WithFingerprintKey(fpKey)), keyedBy, nil
 }
 
 // refAndDocuments reads the REF argument and the documents for its host.

@@ -12,6 +12,8 @@ import (
 
 // credsResult is `ctr-b9 creds -o json`. Fingerprint identifies the source
 // credential (stable across re-mints); SecretFingerprint the minted one.
+// Both are HMACs under the key FingerprintKey names: "node" (--node-key,
+// as the plugin's) or "invocation" (random, this run only).
 type credsResult struct {
 	Reference         string        `json:"reference"`
 	Host              string        `json:"host"`
@@ -26,6 +28,7 @@ type credsResult struct {
 	IdentityToken     bool          `json:"identity_token"`
 	Fingerprint       string        `json:"fingerprint"`
 	SecretFingerprint string        `json:"secret_fingerprint"`
+	FingerprintKey    string        `json:"fingerprint_key"`
 	ExpiresAt         string        `json:"expires_at"`
 }
 
@@ -38,7 +41,8 @@ func credsCommand() *cli.Command {
 (annotation documents, then --creds as PullImageRequest.auth, then
 --node-document as a node credential, else anonymous),
 minting cloud tokens when the document needs it. The secret is shown only as
-a fingerprint.
+a fingerprint: an HMAC under the plugin's key with --node-key (comparable
+with ctr-b9 cache ls), else under a key made for this run only.
 
 Example:
    ctr-b9 creds --pod-config pod.json 123456789012.dkr.ecr.us-east-1.amazonaws.com/app:v1
@@ -50,19 +54,24 @@ Example:
 			if err != nil {
 				return err
 			}
-			kc := newKeychain(cmd)
+			kc, keyedBy, err := newKeychain(cmd)
+			if err != nil {
+				return err
+			}
 			defer kc.Close()
 			cred, err := kc.ResolveFor(ctx, ref.Registry, docs)
 			if err != nil {
 				return err
 			}
 			res := credsResultFor(ref, cred)
+			res.FingerprintKey = keyedBy
 			return emit(cmd.Root().Writer, cmd.String("output"), res, []field{
 				{"reference", res.Reference}, {"host", res.Host}, {"kind", string(res.Kind)},
 				{"account", res.Account}, {"region", res.Region}, {"type", res.Type},
 				{"source", res.Source}, {"provider", res.Provider}, {"username", res.Username},
 				{"anonymous", yesNo(res.Anonymous)}, {"fingerprint", res.Fingerprint},
 				{"secret fingerprint", res.SecretFingerprint},
+				{"fingerprint key", describeFingerprintKey(res.FingerprintKey)},
 				{"expires at", res.ExpiresAt},
 			})
 		},
@@ -75,7 +84,7 @@ func credsResultFor(ref registry.Reference, c keychain.Credential) credsResult {
 		Account: ref.Registry.Account, Region: ref.Registry.Region,
 		Type: string(c.Type), Source: c.Source, Provider: c.Provider, Username: c.Username,
 		Anonymous: c.Anonymous, IdentityToken: c.IdentityToken, Fingerprint: c.SourceFingerprint,
-		SecretFingerprint: c.Fingerprint(),
+		SecretFingerprint: c.SecretFingerprint,
 	}
 	if res.Type == "" {
 		res.Type = "anonymous"

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
 const canary = "CANARY-ctr-b9-0d7e"
@@ -119,7 +121,7 @@ func TestCreds(t *testing.T) {
 				got.Provider != tc.want.Provider || got.Username != tc.want.Username || got.Anonymous != tc.want.Anonymous {
 				t.Errorf("\n got %+v\nwant %+v", got, tc.want)
 			}
-			if !got.Anonymous && (!strings.HasPrefix(got.Fingerprint, "sha256:") || !strings.HasPrefix(got.SecretFingerprint, "sha256:")) {
+			if !got.Anonymous && (!strings.HasPrefix(got.Fingerprint, secret.FingerprintPrefix) || !strings.HasPrefix(got.SecretFingerprint, secret.FingerprintPrefix)) {
 				t.Errorf("fingerprints missing: %+v", got)
 			}
 			var raw map[string]any

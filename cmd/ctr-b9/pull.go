@@ -58,7 +58,10 @@ Example:
 			if mode != "auto" && mode != "tty" && mode != "plain" {
 				return usagef("--progress must be auto, tty or plain")
 			}
-			kc := newKeychain(cmd)
+			kc, _, err := newKeychain(cmd)
+			if err != nil {
+				return err
+			}
 			defer kc.Close()
 			opts := []resolver.Option{}
 			if dir := cmd.String("hosts-dir"); dir != "" {

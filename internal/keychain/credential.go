@@ -31,17 +31,18 @@ type Credential struct {
 	Anonymous bool
 	// ExpiresAt is when the registry stops accepting Secret; zero if never.
 	ExpiresAt time.Time
-	// SourceFingerprint shows the source credential (Document.Fingerprint):
-	// 12 hex digits, for display only.
+	// SourceFingerprint shows the source credential: a keyed fingerprint
+	// (secret.Fingerprinter) of the document's Identity, the same across
+	// re-mints. For display only; empty when nothing may be shown.
 	SourceFingerprint string
+	// SecretFingerprint shows the minted Secret the same way; empty for
+	// no secret.
+	SecretFingerprint string
 	// Ref is the opaque cache-entry id: an HMAC (RefPrefix, 64 hex digits)
 	// of the registry identity, type and source identity under the
 	// Keychain's ref key (WithRefKey). Safe to store in labels and log.
 	Ref string
 }
-
-// Fingerprint is the display form of the minted secret.
-func (c Credential) Fingerprint() string { return c.Secret.Fingerprint() }
 
 // Valid reports whether c can still be presented at now.
 func (c Credential) Valid(now time.Time) bool {

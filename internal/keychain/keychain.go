@@ -18,6 +18,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
 // Defaults for the cache and refresh policy.
@@ -59,6 +60,8 @@ type Keychain struct {
 	jitter          func(time.Duration) time.Duration
 	// refKey keys the HMAC that makes a cache entry's Ref.
 	refKey []byte
+	// fp makes the fingerprints a Credential shows.
+	fp secret.Fingerprinter
 	// background refreshes hold this; Close cancels them.
 	bg       context.Context
 	bgCancel context.CancelFunc
@@ -90,6 +93,20 @@ func WithRefKey(key []byte) Option {
 	return func(k *Keychain) {
 		if len(key) > 0 {
 			k.refKey = append([]byte(nil), key...)
+		}
+	}
+}
+
+// WithFingerprintKey sets the key a Credential's fingerprints
+// (SourceFingerprint, SecretFingerprint) are an HMAC under. Give the same
+// key to every process whose fingerprints must compare (the plugin and
+// ctr-b9 both derive it from the node key). Without it each Keychain makes
+// a random key: its fingerprints compare only with each other. An empty
+// key is ignored.
+func WithFingerprintKey(key []byte) Option {
+	return func(k *Keychain) {
+		if len(key) > 0 {
+			k.fp = secret.NewFingerprinter(key)
 		}
 	}
 }
@@ -140,8 +157,15 @@ func New(opts ...Option) *Keychain {
 		// randomness).
 		_, _ = crand.Read(k.refKey)
 	}
+	if !k.fp.Keyed() {
+		k.fp = secret.RandomFingerprinter()
+	}
 	return k
 }
+
+// Fingerprinter is what this Keychain makes fingerprints with, for
+// credentials built outside it that are shown beside its own.
+func (k *Keychain) Fingerprinter() secret.Fingerprinter { return k.fp }
 
 // Close stops background refreshes.
 func (k *Keychain) Close() { k.bgCancel() }
@@ -334,7 +358,8 @@ func (k *Keychain) credential(reg registry.Registry, doc document.Document, p Pr
 	c := Credential{
 		Registry: reg, Type: doc.Type, Source: doc.Source, Provider: name,
 		Username: m.Username, Secret: m.Secret, IdentityToken: m.IdentityToken,
-		Anonymous: m.Anonymous, ExpiresAt: m.ExpiresAt, SourceFingerprint: doc.Fingerprint(),
+		Anonymous: m.Anonymous, ExpiresAt: m.ExpiresAt,
+		SourceFingerprint: k.fp.Of(doc.Identity()), SecretFingerprint: k.fp.Secret(m.Secret),
 	}
 	if key != (cacheKey{}) {
 		c.Ref = k.ref(key)

@@ -407,7 +407,58 @@ func TestRefIsAnHMACUnderTheRefKey(t *testing.T) {
 	if a, b := refWith(), refWith(); a == b || a == ref || !strings.HasPrefix(a, RefPrefix) {
 		t.Errorf("default keychains share refs: %s %s", a, b)
 	}
-	if strings.Contains(ref, strings.TrimPrefix(d.Fingerprint(), "sha256:")) {
-		t.Error("the ref shows the document's fingerprint")
+	if strings.Contains(ref, strings.TrimPrefix(d.Identity(), "sha256:")[:12]) {
+		t.Error("the ref shows the document's identity")
+	}
+}
+
+// Fingerprints are HMACs under the keychain's fingerprint key: the same
+// password gives different fingerprints under different keys, the same
+// under the same key, and never the unkeyed sha256 anyone could compute
+// for a guess (what fingerprints used to be).
+func TestFingerprintsAreKeyed(t *testing.T) {
+	doc := mustDoc(t, `{"USERNAME":"u","PASSWORD":"`+canary+`"}`, "")
+	resolve := func(opts ...Option) (Credential, []Entry) {
+		t.Helper()
+		k := New(opts...)
+		defer k.Close()
+		c, err := k.Resolve(t.Context(), reg("r.example.com"), doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k.Entries()
+	}
+	keyA, keyB := []byte(strings.Repeat("a", 32)), []byte(strings.Repeat("b", 32))
+	a, entries := resolve(WithFingerprintKey(keyA))
+	a2, _ := resolve(WithFingerprintKey(keyA))
+	b, _ := resolve(WithFingerprintKey(keyB))
+	r1, _ := resolve()
+	r2, _ := resolve()
+	if !strings.HasPrefix(a.SourceFingerprint, secret.FingerprintPrefix) || !strings.HasPrefix(a.SecretFingerprint, secret.FingerprintPrefix) {
+		t.Fatalf("fingerprints %q %q", a.SourceFingerprint, a.SecretFingerprint)
+	}
+	if a.SourceFingerprint != a2.SourceFingerprint || a.SecretFingerprint != a2.SecretFingerprint {
+		t.Error("the same key gave different fingerprints")
+	}
+	if a.SourceFingerprint == b.SourceFingerprint || a.SecretFingerprint == b.SecretFingerprint {
+		t.Error("the same password has the same fingerprint under two keys")
+	}
+	if r1.SecretFingerprint == r2.SecretFingerprint || r1.SecretFingerprint == a.SecretFingerprint {
+		t.Error("keychains without a key share fingerprints")
+	}
+	if len(entries) != 1 || entries[0].Fingerprint != a.SourceFingerprint {
+		t.Errorf("Entries show %+v, want the credential's source fingerprint %s", entries, a.SourceFingerprint)
+	}
+	unkeyed := []string{
+		secret.Hash(canary)[len("sha256:"):][:12], // the old secret fingerprint
+		doc.Identity()[len("sha256:"):][:12],      // the old document fingerprint
+		secret.Hash("node", doc.Identity())[len("sha256:"):][:12],
+	}
+	for _, c := range []Credential{a, b, r1} {
+		for _, u := range unkeyed {
+			if strings.Contains(c.SourceFingerprint+c.SecretFingerprint, u) {
+				t.Errorf("fingerprint shows the unkeyed hash %s", u)
+			}
+		}
 	}
 }

@@ -2,6 +2,7 @@
 // accident. A Secret formats as "[redacted]" under every fmt verb, in JSON,
 // in text encodings and as a log/slog value; the only way to the bytes is
 // Reveal, which callers use at the one place the registry needs them.
-// Fingerprint gives a short, stable sha256 handle that is safe to display
-// and to use in cache keys.
+// Hash gives the full-length identity caches key material by (never
+// shown); a Fingerprinter gives the short handle people see, an HMAC under
+// a key so that shown output cannot be used to test guesses offline.
 package secret

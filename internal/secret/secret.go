@@ -33,29 +33,7 @@ func (s Secret) Len() int { return len(s.value) }
 // Equal compares two secrets without revealing either.
 func (s Secret) Equal(o Secret) bool { return s.value == o.value }
 
-// Fingerprint is "sha256:" and the first 12 hex digits of the value's
-// sha256; empty for the empty secret.
-func (s Secret) Fingerprint() string {
-	if s.value == "" {
-		return ""
-	}
-	return Fingerprint(s.value)
-}
-
-// FingerprintDigits is how many hex digits of the sha256 a Fingerprint
-// keeps.
-const FingerprintDigits = 12
-
-// Fingerprint hashes any material to the display form used for secrets:
-// "sha256:" and the first FingerprintDigits hex digits of Hash's digest.
-// It is for people (ctr-b9, logs, cache listings) only: 48 bits are far
-// too few to keep tenants apart or to publish, so never key anything by a
-// Fingerprint — use Hash, or an HMAC for identifiers others see.
-func Fingerprint(parts ...string) string {
-	return Hash(parts...)[:len(hashPrefix)+FingerprintDigits]
-}
-
-// hashPrefix starts every Hash and Fingerprint.
+// hashPrefix starts every Hash.
 const hashPrefix = "sha256:"
 
 // Hash is the full-length identity of any material: "sha256:" and the 64

@@ -123,7 +123,7 @@ func (f *fakeMinter) Mint(_ context.Context, _ registry.Registry, doc document.D
 	// The token depends on the source secret, so a test can tell whose it is.
 	return keychain.Minted{
 		Username:  "AWS",
-		Secret:    secret.New(fmt.Sprintf("token-%d-of-%s", n, secret.Fingerprint(doc.Get(document.KeyAWSSecretKey).Reveal()))),
+		Secret:    secret.New(fmt.Sprintf("token-%d-of-%s", n, secret.Hash(doc.Get(document.KeyAWSSecretKey).Reveal()))),
 		ExpiresAt: f.now().Add(f.life),
 		Provider:  "aws/ecr",
 	}, nil

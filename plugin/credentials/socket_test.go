@@ -17,6 +17,7 @@ import (
 	credentialsv1 "github.com/beam-cloud/b9-resolver/api/credentials/v1"
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/secret"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/asuser"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/credprobe"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
@@ -193,7 +194,7 @@ func TestServiceOverSocket(t *testing.T) {
 	}
 	found := false
 	for _, e := range entries {
-		if e.Host == hostA && e.Ref == ref && e.Type == "basic" && strings.HasPrefix(e.Fingerprint, "sha256:") {
+		if e.Host == hostA && e.Ref == ref && e.Type == "basic" && strings.HasPrefix(e.Fingerprint, secret.FingerprintPrefix) {
 			found = true
 		}
 	}

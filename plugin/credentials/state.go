@@ -5,9 +5,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/hkdf"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/nodekey"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -31,14 +30,11 @@ const (
 )
 
 const (
-	keySize = 32 // AES-256
+	keySize = nodekey.Size // AES-256
 	// stateMagic starts the file and is the GCM additional data, so a file
 	// of another format or version is refused before anything is parsed.
 	stateMagic   = "b9-credentials-state v1\n"
 	stateVersion = 1
-	// refKeyInfo labels the HKDF derivation of the credential-ref key from
-	// the node key.
-	refKeyInfo = "b9-resolver credential-ref key v1"
 )
 
 // stateFile is the encrypted record file: magic, 12-byte nonce, then the
@@ -51,6 +47,9 @@ type stateFile struct {
 	// refKey is the keychain's Credential.Ref key, derived from the node
 	// key so refs in snapshot labels stay valid across restarts.
 	refKey []byte
+	// fingerprintKey keys the fingerprints ListCredentials shows, derived
+	// from the node key so ctr-b9 given the key shows the same ones.
+	fingerprintKey []byte
 }
 
 // openState prepares dir (0700) and the node key (created 0600).
@@ -69,9 +68,9 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if keyFile == "" {
 		keyFile = filepath.Join(dir, KeyFileName)
 	}
-	key, err := loadOrCreateKey(keyFile)
+	key, err := nodekey.LoadOrCreate(keyFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("credentials: %w", err)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
@@ -81,54 +80,17 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credentials node key: %w", err)
 	}
-	// A separate key for refs: the encryption key is never used raw for
-	// anything else.
-	refKey, err := hkdf.Key(sha256.New, key, nil, refKeyInfo, keySize)
+	// Separate keys for refs and fingerprints: the encryption key is never
+	// used raw for anything else.
+	refKey, err := nodekey.Derive(key, nodekey.CredentialRef)
 	if err != nil {
-		return nil, fmt.Errorf("credentials node key: %w", err)
+		return nil, err
 	}
-	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey}, nil
-}
-
-// loadOrCreateKey reads the node key, creating it (0600, O_EXCL so two
-// starting plugins cannot each write their own) when it does not exist.
-func loadOrCreateKey(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err == nil {
-		key := make([]byte, keySize)
-		if _, err := rand.Read(key); err != nil {
-			f.Close()
-			os.Remove(path)
-			return nil, fmt.Errorf("credentials node key: %w", err)
-		}
-		_, werr := f.Write(key)
-		serr := f.Sync()
-		cerr := f.Close()
-		if err := errors.Join(werr, serr, cerr); err != nil {
-			os.Remove(path)
-			return nil, fmt.Errorf("credentials node key %s: %w", path, err)
-		}
-		return key, nil
-	}
-	if !errors.Is(err, fs.ErrExist) {
-		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
-	}
-	fi, err := os.Stat(path)
+	fpKey, err := nodekey.Derive(key, nodekey.Fingerprint)
 	if err != nil {
-		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
+		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("credentials node key %s is mode %s; it must be readable by its owner only (chmod 600): %w",
-			path, fi.Mode().Perm(), errdefs.ErrFailedPrecondition)
-	}
-	key, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("credentials node key %s: %w", path, err)
-	}
-	if len(key) != keySize {
-		return nil, fmt.Errorf("credentials node key %s is %d bytes, want %d: %w", path, len(key), keySize, errdefs.ErrFailedPrecondition)
-	}
-	return key, nil
+	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey, fingerprintKey: fpKey}, nil
 }
 
 // The JSON inside the sealed file.
@@ -159,7 +121,8 @@ type docJSON struct {
 	Node bool `json:"node,omitempty"`
 	// Identity is Document.Identity, checked when the document is rebuilt.
 	Identity string `json:"identity,omitempty"`
-	// Fingerprint is only read, from files written before Identity was.
+	// Fingerprint is only read, from files written before Identity was
+	// (see legacyFingerprint). It never leaves the sealed file.
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
@@ -304,10 +267,25 @@ func rebuildDocument(rj recordJSON) (document.Document, error) {
 	same := doc.Identity() == rj.Doc.Identity
 	if rj.Doc.Identity == "" {
 		// Written before identities were stored.
-		same = rj.Doc.Fingerprint != "" && doc.Fingerprint() == rj.Doc.Fingerprint
+		same = rj.Doc.Fingerprint != "" && legacyFingerprint(doc) == rj.Doc.Fingerprint
 	}
 	if doc.Type != rj.Doc.Type || !same {
 		return document.Document{}, fmt.Errorf("stored document reads back as a different credential: %w", errdefs.ErrDataLoss)
 	}
 	return doc, nil
+}
+
+// legacyFingerprint is what files written before identities were stored
+// hold to check a document by: the first 12 hex digits of its unkeyed
+// identity without the tier, and for a node document those of the hash of
+// "node" and that. It is only compared inside the sealed file, never shown.
+func legacyFingerprint(doc document.Document) string {
+	const n = len("sha256:") + 12
+	pod := doc
+	pod.Node = false
+	fp := pod.Identity()[:n]
+	if doc.Node {
+		fp = secret.Hash("node", fp)[:n]
+	}
+	return fp
 }

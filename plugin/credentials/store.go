@@ -197,6 +197,18 @@ func (s *Store) RefKey() []byte {
 	return append([]byte(nil), s.state.refKey...)
 }
 
+// FingerprintKey is the key the keychain's fingerprints must be an HMAC
+// under so ctr-b9 --node-key shows the same ones as ListCredentials:
+// derived from the node key like RefKey, for another purpose. nil for a
+// memory-only Store (the keychain's random per-process key is right
+// there: its fingerprints compare only with each other).
+func (s *Store) FingerprintKey() []byte {
+	if s.state == nil {
+		return nil
+	}
+	return append([]byte(nil), s.state.fingerprintKey...)
+}
+
 // sameRecord reports whether old already says what r says.
 func sameRecord(old, r *record) bool {
 	return old != nil && old.ref == r.ref && old.reg == r.reg && old.repository == r.repository &&

@@ -139,6 +139,10 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	if k := store.RefKey(); k != nil {
 		kopts = append(kopts, keychain.WithRefKey(k))
 	}
+	// Fingerprints (ListCredentials, logs) are an HMAC under a key from
+	// the same node key, so ctr-b9 --node-key shows the same ones; without
+	// a node key, under the keychain's random per-process key.
+	kopts = append(kopts, keychain.WithFingerprintKey(store.FingerprintKey()))
 	// Options given to New come last, so they can replace a provider.
 	kopts = append(kopts, o.keychainOpts...)
 

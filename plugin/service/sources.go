@@ -164,10 +164,11 @@ func authCandidate(a *runtime.AuthConfig, imageHost string, det *registry.Detect
 }
 
 // identityCredential is a ready OAuth2 refresh-token credential (ACR's
-// identity token). It has no keychain entry, so no Ref.
+// identity token). It has no keychain entry, so no Ref, and nothing lists
+// it, so no fingerprint.
 func identityCredential(reg registry.Registry, source, username, token string) keychain.Credential {
 	return keychain.Credential{
 		Registry: reg, Source: source, Provider: "identity-token", Username: username,
-		Secret: secret.New(token), IdentityToken: true, SourceFingerprint: secret.Fingerprint(source, token),
+		Secret: secret.New(token), IdentityToken: true,
 	}
 }

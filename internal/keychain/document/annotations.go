@@ -84,10 +84,9 @@ func SelectNamed(docs []Document, host string) (Document, bool) {
 	return Document{}, false
 }
 
-// identify hashes the type, registry and sorted key/value pairs: the full
-// hash is the document's identity (cache keys), its 12-digit prefix the
-// fingerprint people see.
-func identify(d Document) (fingerprint, identity string) {
+// identify hashes the type, registry and sorted key/value pairs: the
+// document's identity (cache keys).
+func identify(d Document) string {
 	keys := make([]string, 0, len(d.Keys))
 	for k := range d.Keys {
 		keys = append(keys, k)
@@ -98,7 +97,7 @@ func identify(d Document) (fingerprint, identity string) {
 	for _, k := range keys {
 		parts = append(parts, k, d.Keys[k].Reveal())
 	}
-	return secret.Fingerprint(parts...), secret.Hash(parts...)
+	return secret.Hash(parts...)
 }
 
 // New builds a document from keys (for PullImageRequest.auth and node

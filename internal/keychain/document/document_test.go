@@ -71,8 +71,8 @@ func TestParseForms(t *testing.T) {
 				if d.Source != "annotation b9.beam.cloud/image-credentials" {
 					t.Errorf("source %q", d.Source)
 				}
-				if !strings.HasPrefix(d.Fingerprint(), "sha256:") {
-					t.Errorf("fingerprint %q", d.Fingerprint())
+				if !strings.HasPrefix(d.Identity(), "sha256:") {
+					t.Errorf("identity %q", d.Identity())
 				}
 				if strings.Contains(fmt.Sprintf("%v %+v %#v", d, d, d), canary) {
 					t.Errorf("formatting a document leaks its secret")
@@ -274,28 +274,6 @@ func TestFromAnnotations(t *testing.T) {
 	}
 }
 
-func TestFingerprint(t *testing.T) {
-	fp := func(text string) string {
-		d, err := Parse("x", text, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return d[0].Fingerprint()
-	}
-	a := fp(`{"USERNAME":"u","PASSWORD":"p1"}`)
-	if a != fp(`{"PASSWORD":"p1","USERNAME":"u"}`) {
-		t.Error("key order changes the fingerprint")
-	}
-	if a != fp("u:p1") {
-		t.Error("the same credential in two forms has two fingerprints")
-	}
-	for _, other := range []string{`{"USERNAME":"u","PASSWORD":"p2"}`, `{"USERNAME":"v","PASSWORD":"p1"}`, `{"registry":"x.io","USERNAME":"u","PASSWORD":"p1"}`} {
-		if fp(other) == a {
-			t.Errorf("%s shares a fingerprint with another credential", other)
-		}
-	}
-}
-
 func TestUsernamePrecedence(t *testing.T) {
 	for _, tc := range []struct {
 		keys           []string
@@ -378,8 +356,8 @@ func TestSelectNamed(t *testing.T) {
 	}
 }
 
-// Identity is the full sha256 of what Fingerprint shows 12 digits of:
-// stable across forms, distinct per credential and per tier.
+// Identity is the full sha256 of the credential: stable across forms and
+// key orders, distinct per credential, registry and tier.
 func TestIdentity(t *testing.T) {
 	doc := func(text string) Document {
 		d, err := Parse("x", text, "")
@@ -393,8 +371,10 @@ func TestIdentity(t *testing.T) {
 	if !strings.HasPrefix(id, "sha256:") || len(id) != len("sha256:")+64 {
 		t.Fatalf("identity form %q", id)
 	}
-	if !strings.HasPrefix(id, a.Fingerprint()) {
-		t.Errorf("fingerprint %s is not the display prefix of the identity", a.Fingerprint())
+	for _, other := range []string{`{"USERNAME":"u","PASSWORD":"p2"}`, `{"USERNAME":"v","PASSWORD":"p1"}`, `{"registry":"x.io","USERNAME":"u","PASSWORD":"p1"}`} {
+		if doc(other).Identity() == id {
+			t.Errorf("%s shares an identity with another credential", other)
+		}
 	}
 	if id != doc("u:p1").Identity() || id != doc(`{"PASSWORD":"p1","USERNAME":"u"}`).Identity() {
 		t.Error("the same credential in two forms has two identities")

@@ -41,7 +41,7 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("%d documents", len(docs))
 		}
 		for _, d := range docs {
-			if !validType(d.Type) || d.Fingerprint() == "" {
+			if !validType(d.Type) || d.Identity() == "" {
 				t.Fatalf("document %+v", d)
 			}
 			for k, v := range d.Keys {

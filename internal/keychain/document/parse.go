@@ -39,14 +39,13 @@ type Document struct {
 	// files, docker config.json, ctr-b9 --node-document), as opposed to a
 	// pod's (annotations, PullImageRequest.auth). Only node documents may
 	// use the node's own cloud identity. Parse never sets it:
-	// whoever builds a node document does. It is part of Fingerprint.
+	// whoever builds a node document does. It is part of Identity.
 	Node bool
 	// Sealed marks a document that arrived sealed (ParseValue): it was
 	// bound to the pod's namespace and is never shown or kept in clear.
 	Sealed bool
 
-	fingerprint string
-	identity    string
+	identity string
 }
 
 // Get returns a key's value (empty if absent).
@@ -55,24 +54,15 @@ func (d Document) Get(key string) secret.Secret { return d.Keys[key] }
 // Has reports whether a key is present with a non-empty value.
 func (d Document) Has(key string) bool { return !d.Keys[key].IsZero() }
 
-// Fingerprint identifies the source credential: sha256 over the type,
-// registry and every key and value. Two documents with the same
-// fingerprint mint the same registry credential, so the tier is part of
-// it: a node document and a pod's with the same keys (none, for the
-// node's cloud identity) never share a cache entry.
-func (d Document) Fingerprint() string {
-	if d.Node && d.fingerprint != "" {
-		return secret.Fingerprint("node", d.fingerprint)
-	}
-	return d.fingerprint
-}
-
-// Identity is the full-length form of Fingerprint (all 64 hex digits of
-// the same sha256, the tier included): what caches and maps key a source
-// credential by, so no two tenants' documents share an entry short of a
-// sha256 collision. Fingerprint's 12 digits are for display only. Never
-// show an Identity: it is unsalted, and a guessable secret could be
-// tested against it offline.
+// Identity identifies the source credential: the full sha256 over the
+// type, registry and every key and value. Two documents with the same
+// identity mint the same registry credential, so the tier is part of it:
+// a node document and a pod's with the same keys (none, for the node's
+// cloud identity) never share a cache entry. Caches and maps key a source
+// credential by it, so no two tenants' documents share an entry short of
+// a sha256 collision. Never show an Identity, nor any part of it: it is
+// unsalted, and a guessable secret could be tested against it offline.
+// What people see is a keyed fingerprint of it (secret.Fingerprinter).
 func (d Document) Identity() string {
 	if d.Node && d.identity != "" {
 		return secret.Hash("node", d.identity)
@@ -262,7 +252,7 @@ func (r draft) finish() (Document, error) {
 	if err := checkKeys(r.source, join(r.field, "credentials"), d); err != nil {
 		return Document{}, err
 	}
-	d.fingerprint, d.identity = identify(d)
+	d.identity = identify(d)
 	return d, nil
 }
 
