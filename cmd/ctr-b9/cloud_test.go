@@ -81,10 +81,11 @@ func TestCredsAWSAgainstEmulator(t *testing.T) {
 		t.Fatal("the emulator saw no ECR call")
 	}
 
-	// A region that contradicts the host is an error that says so.
+	// A region that contradicts the host is an error that says so, naming
+	// the field and the host's region, never the document's value.
 	bad := strings.Replace(doc, `"AWS_ACCESS_KEY_ID"`, `"AWS_REGION":"eu-west-1","AWS_ACCESS_KEY_ID"`, 1)
 	r := ctrB9(t, "creds", "--document", bad, ref)
-	if r.status != 1 || !strings.Contains(r.stderr, "region") || !strings.Contains(r.stderr, "eu-west-1") {
+	if r.status != 1 || !strings.Contains(r.stderr, "AWS_REGION") || !strings.Contains(r.stderr, "us-west-2") || strings.Contains(r.stderr, "eu-west-1") {
 		t.Fatalf("region mismatch: %+v", r)
 	}
 	res, _ := checkJSON(t, "--document", bad, ref)

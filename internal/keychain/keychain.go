@@ -248,7 +248,7 @@ func (k *Keychain) mint(ctx context.Context, key cacheKey, p Provider, reg regis
 	m, err := p.Mint(ctx, reg, doc)
 	metrics.Mint(string(doc.Type), err, time.Since(start))
 	if err != nil {
-		return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err)
+		return Credential{}, redactDocument(fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err), doc, reg.Host)
 	}
 	cred := k.credential(reg, doc, p, m, key)
 	now := k.now()

@@ -3,8 +3,11 @@ package secret
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 )
 
 // Redacted is what every formatting of a Secret prints.
@@ -64,3 +67,16 @@ func (s Secret) MarshalText() ([]byte, error) { return []byte(Redacted), nil }
 
 // LogValue keeps log/slog from reaching the value through reflection.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(Redacted) }
+
+// Renderings are the forms a value takes in text that quotes it: as it
+// is, trimmed (what a provider sends, and so what a remote echoes), and
+// URL- and JSON-escaped. Cutting a value out of a message means cutting
+// each of them.
+func Renderings(v string) []string {
+	var out []string
+	for _, s := range []string{v, strings.TrimSpace(v)} {
+		j, _ := json.Marshal(s) // a string always marshals
+		out = append(out, s, url.QueryEscape(s), url.PathEscape(s), strings.Trim(string(j), `"`))
+	}
+	return out
+}

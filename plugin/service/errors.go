@@ -175,7 +175,7 @@ func pullStatus(err error, ref registry.Reference, pa *pullAuth) error {
 		msg = fmt.Sprintf("pull %s from %s %s: %s", ref, ref.Registry.Host, describeCredential(pa, ref.Registry.Host), cause)
 	}
 	if pa != nil {
-		msg = pa.scrub(msg) + remedy(c, pa, ref.Registry.Host)
+		msg = pa.scrub(msg, ref.String()) + remedy(c, pa, ref.Registry.Host)
 	}
 	return errgrpc.ToGRPC(withMessage(c, msg))
 }

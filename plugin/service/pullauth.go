@@ -273,17 +273,22 @@ func (p *pullAuth) Invalidate(cred keychain.Credential) {
 	}
 }
 
-// scrub cuts every secret this pull touched out of s. Messages are built
-// without secrets; this is the second line, for text that comes from
-// elsewhere (a registry's error body, containerd's CRI).
-func (p *pullAuth) scrub(s string) string {
+// scrub cuts every document value this pull touched — secrets, and the
+// usernames, tenants and role ARNs beside them — out of s, in each of its
+// renderings (secret.Renderings). Messages are built without document
+// values; this is the second line, for text that comes from elsewhere (a
+// registry's error body, containerd's CRI). A value that is part of one of
+// keep (the image reference the message names anyway) stays.
+func (p *pullAuth) scrub(s string, keep ...string) string {
 	p.mu.Lock()
-	vals := make([]string, 0, len(p.secrets))
+	vals := make([]string, 0, 4*len(p.secrets))
 	for v := range p.secrets {
-		// Very short values would cut ordinary words; no real secret is
-		// that short.
-		if len(v) >= 4 {
-			vals = append(vals, v)
+		for _, r := range secret.Renderings(v) {
+			// Very short values would cut ordinary words; no real
+			// credential is that short.
+			if len(r) >= 4 && !containedIn(r, keep) {
+				vals = append(vals, r)
+			}
 		}
 	}
 	p.mu.Unlock()
@@ -295,21 +300,32 @@ func (p *pullAuth) scrub(s string) string {
 	return s
 }
 
+func containedIn(v string, in []string) bool {
+	for _, s := range in {
+		if strings.Contains(s, v) {
+			return true
+		}
+	}
+	return false
+}
+
 func (p *pullAuth) addCandidateSecrets(c candidate) {
 	if c.cred != nil {
 		p.mu.Lock()
 		p.secrets[c.cred.Secret.Reveal()] = struct{}{}
+		p.secrets[c.cred.Username] = struct{}{}
 		p.mu.Unlock()
 		return
 	}
 	p.addDocSecrets(c.doc)
 }
 
+// addDocSecrets adds every value of d, public or not: none is quoted.
 func (p *pullAuth) addDocSecrets(d document.Document) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for k, v := range d.Keys {
-		if !document.IsPublicKey(k) && !v.IsZero() {
+	for _, v := range d.Keys {
+		if !v.IsZero() {
 			p.secrets[v.Reveal()] = struct{}{}
 		}
 	}

@@ -135,7 +135,7 @@ func TestMintErrors(t *testing.T) {
 			setup: func(e *cloudemu.AWS) { e.Fail(cloudemu.APIECRGetAuthorizationToken, cloudemu.Deny, -1) },
 			class: errdefs.IsPermissionDenied, want: "ECR GetAuthorizationToken: access denied", ecrCalls: 1},
 		{name: "AWS_REGION differs from the host's", host: ecrHost, doc: func(tb testing.TB) document.Document { return staticDoc(tb, "AWS_REGION", "us-east-1") },
-			class: errdefs.IsInvalidArgument, want: `region "us-east-1" does not match the region "us-west-2"`},
+			class: errdefs.IsInvalidArgument, want: `field credentials.AWS_REGION: does not match the region us-west-2`},
 		{name: "no region for a generic host", host: "mirror.example.com", doc: func(tb testing.TB) document.Document { return staticDoc(tb) },
 			class: errdefs.IsInvalidArgument, want: "credentials.AWS_REGION: missing"},
 		{name: "malformed AWS_REGION", host: "mirror.example.com", doc: func(tb testing.TB) document.Document { return staticDoc(tb, "AWS_REGION", "us west 2/..") },

@@ -37,7 +37,7 @@ func targetFor(reg registry.Registry, doc document.Document) (target, error) {
 			t.region = docRegion
 		} else if docRegion != "" && docRegion != t.region {
 			return target{}, &document.Error{Source: doc.Source, Field: "credentials." + document.KeyAWSRegion,
-				Reason: fmt.Sprintf("region %q does not match the region %q of registry %s; an ECR token only works in its own region", docRegion, t.region, reg.Host)}
+				Reason: fmt.Sprintf("does not match the region %s of registry %s; an ECR token only works in its own region", t.region, reg.Host)}
 		}
 	case registry.KindGeneric:
 		t.region = docRegion

@@ -1,5 +1,7 @@
 package document
 
+import "sort"
+
 // Type is a credential type, as beta9 names them.
 type Type string
 
@@ -74,6 +76,17 @@ var keyTypes = map[string][]Type{
 // TokenKeys are the keys that make a document of type token (beta9's
 // tokenCredKeys), in the order a generic registry prefers them.
 var TokenKeys = []string{KeyNGCAPIKey, KeyGitHubToken, KeyDockerHubToken}
+
+// AllKeys lists the whole key vocabulary, sorted (tests that must cover
+// every key range over it).
+func AllKeys() []string {
+	out := make([]string, 0, len(keyTypes))
+	for k := range keyTypes {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
 
 // KnownKey reports whether k is in the vocabulary.
 func KnownKey(k string) bool { _, ok := keyTypes[k]; return ok }

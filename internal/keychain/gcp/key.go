@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 )
 
@@ -130,7 +129,9 @@ func checkKey(data []byte, tokenURIOK func(*url.URL) bool) error {
 	if k.Type != "service_account" {
 		// external_account and impersonation configs can make the node read
 		// files, run programs or call arbitrary URLs on a tenant's behalf.
-		return fmt.Errorf("key type %q is not accepted (only service_account keys)", keychain.OneLine(k.Type, 40))
+		// Never quote the value: whatever sits in a key's fields may be
+		// (part of) a secret pasted into the wrong place.
+		return errors.New("key's type is not accepted (only service_account keys)")
 	}
 	if k.ClientEmail == "" || k.PrivateKey == "" {
 		return errors.New("key lacks client_email or private_key")
