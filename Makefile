@@ -50,6 +50,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzFromAnnotations$$' -fuzztime $(FUZZTIME) ./internal/keychain/document
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/sealed
 	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $(FUZZTIME) ./internal/sealed
+	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthHeader$$' -fuzztime $(FUZZTIME) ./internal/resolver
 
 # proto: regenerate api/ from its .proto files (protoc from Debian's
 # protobuf-compiler; plugins at the versions go.mod's protobuf and grpc match).

@@ -3,8 +3,6 @@ package resolver
 import (
 	"net/http"
 	"sync"
-
-	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 )
 
 // scheme is how a host wants to be authorised.
@@ -78,18 +76,24 @@ type parsed struct {
 // parseChallenge picks the challenge to answer from a 401: bearer over
 // basic (a registry offering both, like Quay, prefers tokens).
 func parseChallenge(h http.Header) (parsed, bool) {
-	// auth.ParseAuthHeader sorts bearer first.
-	for _, c := range auth.ParseAuthHeader(h) {
-		switch c.Scheme {
-		case auth.BearerAuth:
+	var basic *authChallenge
+	all := parseAuthHeader(h)
+	for i, c := range all {
+		switch c.scheme {
+		case "bearer":
 			return parsed{
-				challenge: challenge{scheme: schemeBearer, realm: c.Parameters["realm"], service: c.Parameters["service"]},
-				scope:     c.Parameters["scope"],
-				err:       c.Parameters["error"],
+				challenge: challenge{scheme: schemeBearer, realm: c.params["realm"], service: c.params["service"]},
+				scope:     c.params["scope"],
+				err:       c.params["error"],
 			}, true
-		case auth.BasicAuth:
-			return parsed{challenge: challenge{scheme: schemeBasic}, err: c.Parameters["error"]}, true
+		case "basic":
+			if basic == nil {
+				basic = &all[i]
+			}
 		}
+	}
+	if basic != nil {
+		return parsed{challenge: challenge{scheme: schemeBasic}, err: basic.params["error"]}, true
 	}
 	return parsed{}, false
 }

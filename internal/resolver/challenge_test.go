@@ -2,6 +2,7 @@ package resolver
 
 import (
 	"fmt"
+	"net/http"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -64,5 +65,17 @@ func TestChallengesAreBounded(t *testing.T) {
 	}
 	if _, ok := c.get(fmt.Sprintf("host-%d.example", maxChallengeHosts+99)); !ok {
 		t.Error("the newest host's challenge was dropped")
+	}
+}
+
+// RFC 7235 allows optional whitespace around "=" in auth-params; a
+// challenge written that way keeps its realm, service and scope (with
+// containerd's parser they were lost, and the token request went nowhere).
+func TestParseChallengeBWS(t *testing.T) {
+	h := http.Header{"Www-Authenticate": {`Basic realm="x", Bearer realm = "https://auth.example/token" , service= "reg.example",scope ="repository:a/b:pull" ,error = insufficient_scope`}}
+	p, ok := parseChallenge(h)
+	want := parsed{challenge: challenge{scheme: schemeBearer, realm: "https://auth.example/token", service: "reg.example"}, scope: "repository:a/b:pull", err: "insufficient_scope"}
+	if !ok || p != want {
+		t.Fatalf("parsed %+v, want %+v", p, want)
 	}
 }
