@@ -30,6 +30,8 @@ type credsResult struct {
 	SecretFingerprint string        `json:"secret_fingerprint"`
 	FingerprintKey    string        `json:"fingerprint_key"`
 	ExpiresAt         string        `json:"expires_at"`
+	// Sealed: the document arrived sealed and was opened with --identity.
+	Sealed bool `json:"sealed"`
 }
 
 func credsCommand() *cli.Command {
@@ -65,11 +67,16 @@ Example:
 			}
 			res := credsResultFor(ref, cred)
 			res.FingerprintKey = keyedBy
+			for _, d := range docs {
+				if d.Source == cred.Source && d.Sealed {
+					res.Sealed = true
+				}
+			}
 			return emit(cmd.Root().Writer, cmd.String("output"), res, []field{
 				{"reference", res.Reference}, {"host", res.Host}, {"kind", string(res.Kind)},
 				{"account", res.Account}, {"region", res.Region}, {"type", res.Type},
 				{"source", res.Source}, {"provider", res.Provider}, {"username", res.Username},
-				{"anonymous", yesNo(res.Anonymous)}, {"fingerprint", res.Fingerprint},
+				{"anonymous", yesNo(res.Anonymous)}, {"sealed", yesNo(res.Sealed)}, {"fingerprint", res.Fingerprint},
 				{"secret fingerprint", res.SecretFingerprint},
 				{"fingerprint key", describeFingerprintKey(res.FingerprintKey)},
 				{"expires at", res.ExpiresAt},

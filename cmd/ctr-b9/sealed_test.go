@@ -77,7 +77,7 @@ func TestKeygenSealCreds(t *testing.T) {
 		return writeFile(t, "pod-"+ns+".json", string(b))
 	}
 	r = ctrB9(t, "creds", "-o", "json", "--pod-config", pod("team-a"), "--identity", key, "nvcr.io/nvidia/pytorch:24.01-py3")
-	if r.status != 0 || !strings.Contains(r.stdout, `"provider": "token/ngc"`) {
+	if r.status != 0 || !strings.Contains(r.stdout, `"provider": "token/ngc"`) || !strings.Contains(r.stdout, `"sealed": true`) {
 		t.Fatalf("creds with a sealed annotation: %+v", r)
 	}
 	for _, c := range []struct {

@@ -166,8 +166,10 @@ func FromContainerRequest(imageCredentials string, opts ...Option) (map[string]s
 			}
 		}
 		if document.IsSealed(imageCredentials) {
-			// Sealed elsewhere: the hosts it covers are unknown here.
+			// Sealed elsewhere: the hosts it covers are unknown here, so it
+			// is taken to cover the image's (its likeliest reading).
 			anyHost = true
+			covered[host] = true
 		}
 		out[key] = strings.TrimSpace(imageCredentials)
 	}

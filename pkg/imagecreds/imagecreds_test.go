@@ -207,3 +207,21 @@ func mustIdentity(t *testing.T) *age.X25519Identity {
 	}
 	return id
 }
+
+// A value sealed elsewhere passes through as it is, and build-time
+// credentials for the image's registry do not outrank it.
+func TestSealedImageCredentialsPassThrough(t *testing.T) {
+	v, err := Seal("robot:"+canary, []string{mustIdentity(t).Recipient().String()}, "ns", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ann, err := FromContainerRequest(v, WithImage("build.internal:5000/ws/app:v1"),
+		WithBuildRegistryCredentials("build.internal:5000", "AWS:"+canary),
+		WithSourceImageCredentials("ghcr.io/acme/base", "bot:"+canary))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ann[DefaultPrefix+Name] != v || len(ann) != 2 || ann[DefaultPrefix+Name+"."+SourceImageName] == "" {
+		t.Errorf("annotations %v: want the sealed value as it is and the source image's only", keys(ann))
+	}
+}
