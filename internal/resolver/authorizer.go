@@ -403,8 +403,8 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 				return err
 			}
 			if rc.basic == "" {
-				return fmt.Errorf("%s requires credentials and none apply to it (credentials from %s): %w",
-					h.b.Host, describeSource(rc.cred), errdefs.ErrUnauthenticated)
+				return fmt.Errorf("%s requires credentials and none apply to it (credentials from %s): %w: %w",
+					h.b.Host, describeSource(rc.cred), errdefs.ErrUnauthenticated, docker.ErrInvalidAuthorization)
 			}
 		}
 		return nil // authorise up front from now on, and retry
@@ -419,7 +419,7 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 	// insufficient_scope says the token lacks access, not that the
 	// credential went bad: keep the credential (re-minting it is a cloud
 	// API call).
-	if rc != nil && p.err != "insufficient_scope" {
+	if rc != nil && p.err != CodeInsufficientScope {
 		h.invalidateCredential(rc)
 	}
 	if unauthorized(responses, true) > 1 {
@@ -432,24 +432,11 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 
 // rejected is the final error after the retry was rejected too.
 func (h *hostAuthorizer) rejected(p parsed, rc *resolved) error {
-	var kind error = errdefs.ErrUnauthenticated
-	if p.err == "insufficient_scope" {
-		kind = errdefs.ErrPermissionDenied
-	}
 	src := "unknown source"
 	if rc != nil {
 		src = describeSource(rc.cred)
 	}
-	reason := ""
-	if p.err != "" {
-		reason = " (" + keychain.OneLine(p.err, 64) + ")"
-	}
-	what, retried := "the credentials", "after they were resolved again"
-	if p.scheme == schemeBearer {
-		what, retried = "the token minted with the credentials", "with a fresh token"
-	}
-	return fmt.Errorf("registry %s rejected %s from %s%s, and again %s: %w: %w",
-		h.b.Host, what, src, reason, retried, kind, docker.ErrInvalidAuthorization)
+	return &RefusedError{Host: h.b.Host, Code: p.err, Scheme: p.scheme.String(), Source: src}
 }
 
 // unauthorized counts the 401s among responses whose request carried an

@@ -31,17 +31,18 @@ var errNoMoreCandidates = fmt.Errorf("every credential source for the host was r
 // CRI error when forwarding), or the class the error already carries.
 func class(err error) error {
 	var unexpected remoteserrors.ErrUnexpectedStatus
+	var refused *resolver.RefusedError
 	switch {
 	case errdefs.IsInvalidArgument(err):
 		return errdefs.ErrInvalidArgument
 	case errors.As(err, &unexpected):
 		return resolver.StatusClass(unexpected.StatusCode)
+	case errors.As(err, &refused):
+		// insufficient_scope: the registry knows the caller, who may not
+		// pull this repository (permission denied); otherwise the
+		// credential itself was refused (unauthenticated).
+		return refused.Class()
 	case errors.Is(err, docker.ErrInvalidAuthorization):
-		// "insufficient_scope": the registry knows the caller, who may not
-		// pull this repository.
-		if strings.Contains(err.Error(), "insufficient_scope") {
-			return errdefs.ErrPermissionDenied
-		}
 		return errdefs.ErrUnauthenticated
 	case errdefs.IsUnauthorized(err):
 		return errdefs.ErrUnauthenticated

@@ -21,6 +21,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/resolver"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -177,7 +178,10 @@ func TestClass(t *testing.T) {
 		{fmt.Errorf("resolve: %w", remoteserrors.ErrUnexpectedStatus{StatusCode: 401}), errdefs.ErrUnauthenticated},
 		{fmt.Errorf("token: %w", remoteserrors.ErrUnexpectedStatus{StatusCode: 403}), errdefs.ErrPermissionDenied},
 		{fmt.Errorf("pull access denied: %w", docker.ErrInvalidAuthorization), errdefs.ErrUnauthenticated},
-		{fmt.Errorf("server message: insufficient_scope: %w", docker.ErrInvalidAuthorization), errdefs.ErrPermissionDenied},
+		// A registry's refusal is typed: its error code decides, not text.
+		{fmt.Errorf("resolve: %w", &resolver.RefusedError{Host: "r.example", Code: resolver.CodeInsufficientScope, Scheme: "bearer", Source: "s"}), errdefs.ErrPermissionDenied},
+		{fmt.Errorf("resolve: %w", &resolver.RefusedError{Host: "r.example", Code: resolver.CodeInvalidToken, Scheme: "bearer", Source: "s"}), errdefs.ErrUnauthenticated},
+		{fmt.Errorf("resolve: %w", &resolver.RefusedError{Host: "insufficient_scope.example", Scheme: "basic", Source: "insufficient_scope"}), errdefs.ErrUnauthenticated},
 		{fmt.Errorf("x:latest: %w", errdefs.ErrNotFound), errdefs.ErrNotFound},
 		{&document.Error{Source: "annotation k", Field: "type", Reason: "bad"}, errdefs.ErrInvalidArgument},
 	} {
