@@ -179,9 +179,10 @@ func (h *hostAuthorizer) Authorize(ctx context.Context, req *http.Request) error
 		// containerd authorises a redirect with the original host's
 		// authorizer, and Go's client copies the header along to the same
 		// host name on plain http, on another port or to a subdomain.
-		// Credentials are for the origin they were resolved for only.
+		// Credentials are for the origin they were resolved for only; a
+		// target that asked for a token of its own gets an anonymous one.
 		req.Header.Del("Authorization")
-		return nil
+		return h.authorizeTarget(ctx, req)
 	}
 	ch, ok := h.a.challenges.get(h.b.Host)
 	if !ok {
@@ -367,8 +368,7 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 	// host configured as http downgraded one), and the request in the
 	// answer is then the one the transport sent.
 	if req.Response != nil && origin.Of(req.URL) != h.origin {
-		return fmt.Errorf("%s, where %s redirected a request, asked for credentials; %s's are sent to %s only: %w",
-			req.URL.Host, h.b.Host, h.b.Host, h.b.Host, errdefs.ErrPermissionDenied)
+		return h.learnTarget(ctx, responses)
 	}
 	expired := last.Header.Get(expiredHeader) != ""
 	p, ok := parseChallenge(last.Header)

@@ -3,6 +3,7 @@ package resolver
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -174,3 +175,8 @@ func writeHosts(t testing.TB, root, host, body string) string {
 }
 
 func errorsAs(err error, target any) bool { return errors.As(err, target) }
+
+// basicValue is the base64 of user:pass, as in a Basic Authorization header.
+func basicValue(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+}
