@@ -11,6 +11,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
 )
@@ -37,7 +38,7 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	if err != nil {
 		return nil, pullStatus(err, ref, nil)
 	}
-	auth, err := authCandidate(req.GetAuth(), host, s.cfg.detector)
+	auth, err := chain.FromAuthConfig(req.GetAuth(), host, s.cfg.detector)
 	if err != nil {
 		return nil, pullStatus(err, ref, nil)
 	}
@@ -85,8 +86,8 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 		p := Pulled{Image: ref, ImageID: id, Credential: keychain.Anonymous(ref.Registry)}
 		if presented {
 			p.Credential = u.cred
-			if u.cand.cred == nil && u.cand.doc.Type != "" {
-				doc := u.cand.doc
+			if u.cand.Cred == nil && u.cand.Doc.Type != "" {
+				doc := u.cand.Doc
 				p.Document = &doc
 			}
 		}

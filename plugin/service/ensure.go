@@ -11,6 +11,8 @@ import (
 	"github.com/containerd/log"
 	distref "github.com/distribution/reference"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 )
 
 // PullAccessLabel records, on every containerd image record of a pulled
@@ -28,11 +30,11 @@ const (
 // openAccess reports whether a credential presented during a pull is no
 // pod's own: anonymous or public, or from the node's credentials.
 func openAccess(u presented) bool {
-	if u.cred.Anonymous || u.cand.public() {
+	if u.cred.Anonymous || u.cand.Public() {
 		return true
 	}
-	fromPod := u.cand.cred != nil || u.cand.doc.Type != ""
-	return !fromPod || u.cand.tier == tierNode
+	fromPod := u.cand.Cred != nil || u.cand.Doc.Type != ""
+	return !fromPod || u.cand.Tier == chain.TierNode
 }
 
 // pullWasOpen reports whether every host of a pull (the registry and any

@@ -15,6 +15,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 )
 
@@ -30,11 +31,11 @@ func TestOpenAccess(t *testing.T) {
 		open bool
 	}{
 		{"anonymous by default", presented{cred: keychain.Credential{Anonymous: true}}, true},
-		{"public document", presented{cred: keychain.Credential{Anonymous: true}, cand: candidate{tier: tierAnnotation, doc: document.Document{Type: document.TypePublic}}}, true},
-		{"node credential", presented{cand: candidate{tier: tierNode, doc: basic}}, true},
-		{"annotation document", presented{cand: candidate{tier: tierAnnotation, doc: basic}}, false},
-		{"request auth", presented{cand: candidate{tier: tierAuth, doc: basic}}, false},
-		{"request auth identity token", presented{cand: candidate{tier: tierAuth, cred: token}}, false},
+		{"public document", presented{cred: keychain.Credential{Anonymous: true}, cand: chain.Candidate{Tier: chain.TierAnnotation, Doc: document.Document{Type: document.TypePublic}}}, true},
+		{"node credential", presented{cand: chain.Candidate{Tier: chain.TierNode, Doc: basic}}, true},
+		{"annotation document", presented{cand: chain.Candidate{Tier: chain.TierAnnotation, Doc: basic}}, false},
+		{"request auth", presented{cand: chain.Candidate{Tier: chain.TierAuth, Doc: basic}}, false},
+		{"request auth identity token", presented{cand: chain.Candidate{Tier: chain.TierAuth, Cred: token}}, false},
 	} {
 		if got := openAccess(tt.u); got != tt.open {
 			t.Errorf("%s: open = %v, want %v", tt.name, got, tt.open)
@@ -48,7 +49,7 @@ func TestOpenAccess(t *testing.T) {
 func TestPullWasOpen(t *testing.T) {
 	basic := document.Document{Type: document.TypeBasic}
 	anon := presented{cred: keychain.Credential{Anonymous: true}}
-	pod := presented{cand: candidate{tier: tierAnnotation, doc: basic}}
+	pod := presented{cand: chain.Candidate{Tier: chain.TierAnnotation, Doc: basic}}
 	for _, tt := range []struct {
 		name string
 		used map[string]presented
@@ -71,7 +72,7 @@ func TestPullWasOpen(t *testing.T) {
 	// still made the pull secret.
 	pa := &pullAuth{used: map[string]presented{}, secrets: map[string]struct{}{}}
 	pa.record("reg", pod)
-	pa.record("reg", presented{cand: candidate{tier: tierNode, doc: basic}})
+	pa.record("reg", presented{cand: chain.Candidate{Tier: chain.TierNode, Doc: basic}})
 	if pullWasOpen(pa) {
 		t.Error("a pull that presented a pod credential, then the node's, counted as open")
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/containerd/log"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
@@ -28,9 +29,9 @@ type pullAuth struct {
 	strict   bool
 
 	mu sync.Mutex
-	// cands are each host's candidates, looked up tier by tier as far as
-	// the pull needed them.
-	cands map[string]*hostCandidates
+	// cands are each host's candidates, looked up source by source as far
+	// as the pull needed them.
+	cands map[string]*chain.Candidates
 	// skip counts the candidates a host has used up: after a registry
 	// rejected one, the retry starts past it (isolation "fallback").
 	skip map[string]int
@@ -47,7 +48,7 @@ type pullAuth struct {
 type presented struct {
 	cred keychain.Credential
 	// cand is where cred came from (zero for anonymous-by-default).
-	cand  candidate
+	cand  chain.Candidate
 	index int
 	// stale is set when the registry rejected cred as expired or revoked:
 	// the next request resolves again, while messages still name it.
@@ -57,7 +58,7 @@ type presented struct {
 func newPullAuth(kc *keychain.Keychain, det *registry.Detector, src *requestSources, strict bool) *pullAuth {
 	p := &pullAuth{
 		kc: kc, detector: det, src: src, strict: strict,
-		cands: map[string]*hostCandidates{}, skip: map[string]int{}, used: map[string]presented{}, secrets: map[string]struct{}{},
+		cands: map[string]*chain.Candidates{}, skip: map[string]int{}, used: map[string]presented{}, secrets: map[string]struct{}{},
 	}
 	for _, d := range src.annotations {
 		p.addDocSecrets(d)
@@ -85,83 +86,23 @@ func (p *pullAuth) credential(ctx context.Context, host string) (keychain.Creden
 	start := p.skip[host]
 	p.mu.Unlock()
 
-	reg := p.detector.Detect(host)
-	var lastErr error
-	for i := start; !p.strict || i < 1; i++ {
-		c, ok, err := p.candidateAt(ctx, host, i)
-		if err != nil {
-			return keychain.Credential{}, err
-		}
-		if !ok {
-			break
-		}
-		p.addCandidateSecrets(c)
-		cred, err := p.resolve(ctx, reg, c)
-		if err == nil {
-			return p.record(host, presented{cred: cred, cand: c, index: i}), nil
-		}
-		lastErr = err
-		if c.public() {
-			break
-		}
+	r, err := chain.Walk(ctx, p.kc, p.detector.Detect(host), p.candidates(host), start, p.strict, p.addCandidateSecrets)
+	if err != nil {
+		return keychain.Credential{}, err
 	}
-	switch {
-	case lastErr != nil:
-		return keychain.Credential{}, lastErr
-	case start == 0:
-		// No source has a credential for the host.
-		return p.record(host, presented{cred: keychain.Anonymous(reg)}), nil
-	}
-	// Every candidate was used up by earlier rejections.
-	return keychain.Credential{}, errNoMoreCandidates
+	return p.record(host, presented{cred: r.Cred, cand: r.Candidate, index: r.Index}), nil
 }
 
-// hostCandidates are a host's candidates as far as they were looked up,
-// in precedence order.
-type hostCandidates struct {
-	mu   sync.Mutex
-	list []candidate
-	// next is the next tier to look up (past tierNode: all were).
-	next tier
-}
-
-// candidateAt returns the host's i-th candidate, looking up tiers only
-// until it is found (each tier once per pull).
-func (p *pullAuth) candidateAt(ctx context.Context, host string, i int) (candidate, bool, error) {
+// candidates are host's candidates for this pull, created on first use.
+func (p *pullAuth) candidates(host string) *chain.Candidates {
 	p.mu.Lock()
-	hc := p.cands[host]
-	if hc == nil {
-		hc = &hostCandidates{}
-		p.cands[host] = hc
+	defer p.mu.Unlock()
+	cs := p.cands[host]
+	if cs == nil {
+		cs = p.src.candidates(host)
+		p.cands[host] = cs
 	}
-	p.mu.Unlock()
-	// Held across a helper run: a concurrent request for the same host
-	// waits for its answer rather than running it again.
-	hc.mu.Lock()
-	defer hc.mu.Unlock()
-	for len(hc.list) <= i && hc.next <= tierNode {
-		c, ok, err := p.src.lookup(ctx, host, hc.next)
-		if err != nil {
-			return candidate{}, false, err
-		}
-		hc.next++
-		if ok {
-			hc.list = append(hc.list, c)
-		}
-	}
-	if i < len(hc.list) {
-		return hc.list[i], true, nil
-	}
-	return candidate{}, false, nil
-}
-
-func (p *pullAuth) resolve(ctx context.Context, reg registry.Registry, c candidate) (keychain.Credential, error) {
-	if c.cred != nil {
-		cred := *c.cred
-		cred.Registry = reg
-		return cred, nil
-	}
-	return p.kc.Resolve(ctx, reg, c.doc)
+	return cs
 }
 
 func (p *pullAuth) record(host string, u presented) keychain.Credential {
@@ -196,10 +137,10 @@ func (p *pullAuth) fallback(ctx context.Context, host string) bool {
 	p.mu.Lock()
 	u, ok := p.used[host]
 	p.mu.Unlock()
-	if !ok || p.strict || u.cand.public() || (u.cand.cred == nil && u.cand.doc.Type == "") {
+	if !ok || p.strict || u.cand.Public() || (u.cand.Cred == nil && u.cand.Doc.Type == "") {
 		return false
 	}
-	if _, more, err := p.candidateAt(ctx, host, u.index+1); err != nil || !more {
+	if _, more, err := p.candidates(host).At(ctx, u.index+1); err != nil || !more {
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("registry", host).
 				Warn("b9-resolver: looking up the next credential source failed; not falling back")
@@ -237,11 +178,11 @@ func (p *pullAuth) identity() string {
 		parts = append(parts, d.Identity())
 	}
 	if a := p.src.auth; a != nil {
-		if a.cred != nil {
+		if a.Cred != nil {
 			// A ready identity token: the token is the credential.
-			parts = append(parts, "auth-token", a.cred.Username, a.cred.Secret.Reveal())
+			parts = append(parts, "auth-token", a.Cred.Username, a.Cred.Secret.Reveal())
 		} else {
-			parts = append(parts, "auth", a.doc.Identity())
+			parts = append(parts, "auth", a.Doc.Identity())
 		}
 	}
 	return secret.Hash(parts...)
@@ -309,15 +250,15 @@ func containedIn(v string, in []string) bool {
 	return false
 }
 
-func (p *pullAuth) addCandidateSecrets(c candidate) {
-	if c.cred != nil {
+func (p *pullAuth) addCandidateSecrets(c chain.Candidate) {
+	if c.Cred != nil {
 		p.mu.Lock()
-		p.secrets[c.cred.Secret.Reveal()] = struct{}{}
-		p.secrets[c.cred.Username] = struct{}{}
+		p.secrets[c.Cred.Secret.Reveal()] = struct{}{}
+		p.secrets[c.Cred.Username] = struct{}{}
 		p.mu.Unlock()
 		return
 	}
-	p.addDocSecrets(c.doc)
+	p.addDocSecrets(c.Doc)
 }
 
 // addDocSecrets adds every value of d, public or not: none is quoted.

@@ -5,8 +5,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +17,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
@@ -38,13 +37,13 @@ func userSecret(t *testing.T, pa *pullAuth, host string) (user, secret string, i
 	return c.Username, c.Secret.Reveal(), c.IdentityToken
 }
 
-func newTestPullAuth(t *testing.T, imageHost string, ann map[string]string, auth *runtime.AuthConfig, node *nodeCredentials, strict bool) *pullAuth {
+func newTestPullAuth(t *testing.T, imageHost string, ann map[string]string, auth *runtime.AuthConfig, node chain.Chain, strict bool) *pullAuth {
 	t.Helper()
 	docs, err := document.FromAnnotations(ann, "", imageHost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := authCandidate(auth, imageHost, nil)
+	a, err := chain.FromAuthConfig(auth, imageHost, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,70 +102,6 @@ func TestScrub(t *testing.T) {
 	msg := pa.scrub("got " + canaryPass + " and Basic " + b64("alice:"+canaryPass))
 	if strings.Contains(msg, canaryPass) || strings.Contains(msg, b64("alice:"+canaryPass)) {
 		t.Errorf("scrub left a secret: %s", msg)
-	}
-}
-
-func TestDockerConfigAndHelper(t *testing.T) {
-	dir := shortDir(t)
-	// A credential helper as docker-credential-helpers writes them.
-	helper := filepath.Join(dir, "docker-credential-b9test")
-	writeFile(t, helper, `#!/bin/sh
-read host
-case "$host" in
-  helper.example) echo '{"Username":"helperuser","Secret":"`+canaryToken+`"}' ;;
-  idtok.example) echo '{"Username":"<token>","Secret":"`+canaryToken+`"}' ;;
-  *) echo "credentials not found in native keychain"; exit 1 ;;
-esac
-`)
-	if err := os.Chmod(helper, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	cfg := filepath.Join(dir, "config.json")
-	writeFile(t, cfg, fmt.Sprintf(`{
-  "auths": {"https://index.docker.io/v1/": {"auth": %q}, "plain.example": {"username":"p","password":"pw"}},
-  "credHelpers": {"helper.example": "b9test", "idtok.example": "b9test", "nothing.example": "b9test"}
-}`, b64("hubuser:"+canaryPass)))
-	node := &nodeCredentials{dockerConfig: cfg, helperTimeout: 5 * time.Second}
-
-	for host, want := range map[string]struct {
-		user    string
-		idtoken bool
-		found   bool
-	}{
-		"docker.io":       {user: "hubuser", found: true},
-		"plain.example":   {user: "p", found: true},
-		"helper.example":  {user: "helperuser", found: true},
-		"idtok.example":   {idtoken: true, found: true},
-		"nothing.example": {},
-		"unknown.example": {},
-	} {
-		c, ok, err := node.lookup(context.Background(), host, true)
-		if err != nil {
-			t.Fatalf("%s: %v", host, err)
-		}
-		if ok != want.found {
-			t.Errorf("%s: found %v, want %v", host, ok, want.found)
-			continue
-		}
-		if !ok {
-			continue
-		}
-		if want.idtoken {
-			if c.cred == nil || !c.cred.IdentityToken {
-				t.Errorf("%s: want an identity token, got %+v", host, c)
-			}
-			continue
-		}
-		if got := c.doc.Get(document.KeyUsername).Reveal(); got != want.user {
-			t.Errorf("%s: user %q, want %q", host, got, want.user)
-		}
-	}
-
-	writeFile(t, cfg, `{"auths": {"x": "`+canaryPass)
-	_, _, err := node.lookup(context.Background(), "x", true)
-	if err == nil || strings.Contains(err.Error(), canaryPass) {
-		t.Errorf("broken config.json: %v; want an error without its content", err)
 	}
 }
 
@@ -337,38 +272,6 @@ func TestPullIdentityIsAFullHash(t *testing.T) {
 	}
 	if id(nil, tok(canaryToken)) == id(nil, tok(canaryToken+"x")) {
 		t.Error("two identity tokens share a shared-pull key")
-	}
-}
-
-// A helper that overruns its timeout is stopped with everything it
-// started: a script's child still holding the output pipe must not keep
-// the pull (and every pull of the host) waiting.
-func TestCredentialHelperTimeoutStopsItsChildren(t *testing.T) {
-	dir := shortDir(t)
-	done := filepath.Join(dir, "done")
-	helper := filepath.Join(dir, "docker-credential-b9slow")
-	// The grandchild holds the output pipe and leaves a mark when it is
-	// done: without the group kill, the call returns only after the mark.
-	writeFile(t, helper, "#!/bin/sh\nsh -c 'sleep 3; touch "+done+"'\n")
-	if err := os.Chmod(helper, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
-	cfg := filepath.Join(dir, "config.json")
-	writeFile(t, cfg, `{"credHelpers": {"slow.example": "b9slow"}}`)
-	node := &nodeCredentials{dockerConfig: cfg, helperTimeout: 200 * time.Millisecond}
-
-	_, found, err := node.lookup(ctxT(t), "slow.example", true)
-	if found || !errdefs.IsUnavailable(err) {
-		t.Fatalf("overrunning helper: found %v, err %v; want Unavailable", found, err)
-	}
-	// Had the call waited for the grandchild, its mark would be there.
-	if _, err := os.Stat(done); !os.IsNotExist(err) {
-		t.Fatalf("the call waited for the helper's child to finish (%v)", err)
-	}
-	time.Sleep(3500 * time.Millisecond)
-	if _, err := os.Stat(done); !os.IsNotExist(err) {
-		t.Fatalf("the helper's child outlived the timeout (%v)", err)
 	}
 }
 

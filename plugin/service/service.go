@@ -15,6 +15,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
@@ -32,7 +33,7 @@ type Service struct {
 	opts     options
 	cfg      *settings
 	keychain *keychain.Keychain
-	node     *nodeCredentials
+	node     chain.Chain
 	// identities open sealed annotation documents; nil without
 	// sealed.identity_files.
 	identities *sealed.Keyring
@@ -177,10 +178,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		opts:       o,
 		cfg:        s,
 		keychain:   keychain.New(kopts...),
-		node: &nodeCredentials{
-			docs: s.nodeDocs, files: s.NodeCredentials.DocumentFiles, dockerConfig: s.NodeCredentials.DockerConfig,
-			detector: s.detector, helperTimeout: s.mintTimeout,
-		},
+		node:       nodeChain(s),
 		resolver: resolver.New(
 			resolver.WithConfigPath(s.ConfigPath),
 			resolver.WithDetector(s.detector),
@@ -348,15 +346,10 @@ func (s *Service) Close() error {
 // keychain; found is false when the node has none. The Credentials
 // service falls back to it for hosts no pull recorded.
 func (s *Service) NodeCredential(ctx context.Context, reg registry.Registry, _ string) (keychain.Credential, bool, error) {
-	c, ok, err := s.node.lookup(ctx, reg.Host, true)
-	if err != nil || !ok {
+	cands := s.node.For(chain.Query{Host: reg.Host, ImageHost: reg.Host})
+	r, err := chain.Walk(ctx, s.keychain, reg, cands, 0, true, nil)
+	if err != nil || r.Index < 0 {
 		return keychain.Credential{}, false, err
 	}
-	if c.cred != nil {
-		cred := *c.cred
-		cred.Registry = reg
-		return cred, true, nil
-	}
-	cred, err := s.keychain.Resolve(ctx, reg, c.doc)
-	return cred, err == nil, err
+	return r.Cred, true, nil
 }
