@@ -19,7 +19,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
-	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/origin"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
@@ -93,7 +93,8 @@ type checker struct {
 	kc    *keychain.Keychain
 	res   checkResult
 	ref   registry.Reference
-	docs  []document.Document
+	src   flagSources
+	det   *registry.Detector
 	cred  keychain.Credential
 	usage error // the flags were given wrong (exit 2)
 	host  docker.RegistryHost
@@ -152,24 +153,32 @@ func runCheck(ctx context.Context, cmd *cli.Command) (checkResult, error) {
 			return d, "", nil
 		}},
 		{"document", func() (string, string, error) {
-			docs, err := documentsFromFlags(cmd, c.ref.Registry.Host)
-			c.docs = docs
+			src, err := sourcesFromFlags(cmd, c.ref.Registry.Host)
+			c.src = src
+			if err == nil {
+				c.det, err = detectorFromFlags(cmd)
+			}
 			if errors.As(err, new(usageError)) {
 				c.usage = err
 			}
-			switch {
-			case errdefs.IsPermissionDenied(err) || errdefs.IsFailedPrecondition(err):
-				return "", "the sealed credential document cannot be used here: " + err.Error(), err
-			case err != nil:
+			if err != nil {
 				return "", "the credential document is malformed: " + err.Error(), err
 			}
-			if d, ok := document.Select(docs, c.ref.Registry.Host); ok {
-				return fmt.Sprintf("%s type=%s", d.Source, d.Type), "", nil
+			host := c.ref.Registry.Host
+			cand, ok, err := c.src.chain(c.det).For(chain.Query{Host: host, ImageHost: host}).At(ctx, 0)
+			switch {
+			case err != nil:
+				return "", diagnoseProvider(err), err
+			case !ok:
+				return "no credential source for " + host + "; anonymous", "", nil
+			case cand.Cred != nil:
+				return fmt.Sprintf("%s identity token (%s)", cand.Cred.Source, cand.Tier), "", nil
 			}
-			return "no document for " + c.ref.Registry.Host + "; anonymous", "", nil
+			return fmt.Sprintf("%s type=%s (%s)", cand.Doc.Source, cand.Doc.Type, cand.Tier), "", nil
 		}},
 		{"provider", func() (string, string, error) {
-			cred, err := kc.ResolveFor(ctx, c.ref.Registry, c.docs)
+			r, err := c.src.resolve(ctx, kc, c.det, c.ref.Registry)
+			cred := r.Cred
 			c.cred = cred
 			if err != nil {
 				return "", diagnoseProvider(err), err
@@ -232,8 +241,7 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		// A mirror gets the credential of the host actually contacted, as
 		// the plugin's resolver does: the upstream's secret is not its.
 		mirror = " (mirror of " + c.ref.Registry.Host + ")"
-		d, _ := detectorFromFlags(cmd)
-		cred, err := resolver.FromKeychain(c.kc, c.docs).Credential(ctx, d.Detect(c.host.Host), true)
+		cred, err := c.src.credentials(c.kc, c.det).Credential(ctx, c.det.Detect(c.host.Host), true)
 		if err != nil {
 			return "", diagnoseProvider(err), err
 		}

@@ -1,21 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 
 	"github.com/urfave/cli/v3"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/cloud"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/nodekey"
 	"github.com/beam-cloud/b9-resolver/internal/sealed"
-	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
 // credFlags are how every command that needs credentials takes them: the
@@ -27,6 +29,8 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
 		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them; @FILE or - reads it (keeps the secret off the command line)"},
 		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient/--azure-ambient apply to; @FILE reads a file)"},
+		&cli.StringFlag{Name: "docker-config", Usage: "a docker config.json, as the plugin's node_credentials.docker_config: auths, credHelpers, credsStore (lowest precedence)"},
+		&cli.StringFlag{Name: "isolation", Value: "strict", Usage: "strict (only the first source that names the host is tried) or fallback, as the plugin's isolation"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
 		&cli.StringSliceFlag{Name: "identity", Usage: "age identity FILE that opens sealed documents, as the node's sealed.identity_files (0600, yours or root's; repeatable)"},
 		&cli.StringFlag{Name: "pod-namespace", Usage: "the pod's namespace a sealed document is checked against (default: --pod-config's metadata.namespace)"},
@@ -123,21 +127,86 @@ func newKeychain(cmd *cli.Command) (*keychain.Keychain, string, error) {
 	}, keychain.WithFingerprintKey(fpKey)), keyedBy, nil
 }
 
-// refAndDocuments reads the REF argument and the documents for its host.
-func refAndDocuments(cmd *cli.Command) (registry.Reference, []document.Document, error) {
-	ref, err := parseRefArg(cmd)
-	if err != nil {
-		return registry.Reference{}, nil, err
-	}
-	docs, err := documentsFromFlags(cmd, ref.Registry.Host)
-	return ref, docs, err
+// flagSources are the credential sources the flags give, as the plugin
+// sees them on PullImage: annotation (or --document) documents, --creds as
+// PullImageRequest.auth, --node-document and --docker-config as node
+// credentials.
+type flagSources struct {
+	imageHost   string
+	annotations []document.Document
+	auth        *chain.Candidate
+	node        []document.Document
+	dockerCfg   string
+	strict      bool
 }
 
-// documentsFromFlags returns the documents in the plugin's precedence
-// order for host: annotation (or --document) documents, then --creds, then
-// --node-document (a node credential: Node set, so it alone may use the
-// node's cloud identity).
-func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, error) {
+// chain is the plugin's precedence chain over the flags' sources.
+func (f flagSources) chain(det *registry.Detector) chain.Chain {
+	return chain.Chain{
+		chain.Documents{Tier: chain.TierAnnotation, Docs: f.annotations},
+		chain.Auth{Candidate: f.auth},
+		chain.Documents{Tier: chain.TierNode, Docs: f.node},
+		chain.DockerConfig{Path: f.dockerCfg, Label: "--docker-config", Detector: det},
+	}
+}
+
+// credentials serves a pull's credentials from the chain, as the plugin's.
+func (f flagSources) credentials(kc *keychain.Keychain, det *registry.Detector) chain.Credentials {
+	return chain.Credentials{Keychain: kc, Chain: f.chain(det), ImageHost: f.imageHost, Strict: f.strict}
+}
+
+// resolve walks the chain for reg as a pull's first request would.
+func (f flagSources) resolve(ctx context.Context, kc *keychain.Keychain, det *registry.Detector, reg registry.Registry) (chain.Resolved, error) {
+	cands := f.chain(det).For(chain.Query{Host: reg.Host, ImageHost: f.imageHost})
+	return chain.Walk(ctx, kc, reg, cands, 0, f.strict, nil)
+}
+
+// refAndSources reads the REF argument and the credential flags.
+func refAndSources(cmd *cli.Command) (registry.Reference, flagSources, error) {
+	ref, err := parseRefArg(cmd)
+	if err != nil {
+		return registry.Reference{}, flagSources{}, err
+	}
+	src, err := sourcesFromFlags(cmd, ref.Registry.Host)
+	return ref, src, err
+}
+
+// sourcesFromFlags reads the credential flags for an image on host.
+func sourcesFromFlags(cmd *cli.Command, host string) (flagSources, error) {
+	src := flagSources{imageHost: host, dockerCfg: cmd.String("docker-config")}
+	switch cmd.String("isolation") {
+	case "strict":
+		src.strict = true
+	case "fallback":
+	default:
+		return src, usagef("--isolation is strict or fallback")
+	}
+	docs, err := annotationDocsFromFlags(cmd, host)
+	if err != nil {
+		return src, err
+	}
+	src.annotations = docs
+	if src.auth, err = authFromFlags(cmd, host); err != nil {
+		return src, err
+	}
+	if cmd.IsSet("node-document") {
+		// The plugin parses node documents without the image's host: one
+		// node document means the same for every image.
+		node, err := documentFlag(cmd, "node-document", "")
+		if err == nil {
+			node, err = document.AsNode(node)
+		}
+		if err != nil {
+			return src, err
+		}
+		src.node = node
+	}
+	return src, nil
+}
+
+// annotationDocsFromFlags returns the documents of --pod-config,
+// --annotations or --document.
+func annotationDocsFromFlags(cmd *cli.Command, host string) ([]document.Document, error) {
 	set := 0
 	for _, f := range []string{"pod-config", "annotations", "document"} {
 		if cmd.IsSet(f) {
@@ -183,39 +252,28 @@ func documentsFromFlags(cmd *cli.Command, host string) ([]document.Document, err
 			return nil, err
 		}
 	}
-	if c := cmd.String("creds"); c != "" {
-		if c == "-" || strings.HasPrefix(c, "@") {
-			b, err := readInput(strings.TrimPrefix(c, "@"))
-			if err != nil {
-				return nil, fmt.Errorf("--creds: %w", err)
-			}
-			c = strings.TrimRight(string(b), "\r\n")
-		}
-		user, pass, ok := strings.Cut(c, ":")
-		if !ok || user == "" || pass == "" {
-			return nil, usagef("--creds wants USER:PASS")
-		}
-		d, err := document.New("auth", "", document.TypeBasic, map[string]secret.Secret{
-			document.KeyUsername: secret.New(user), document.KeyPassword: secret.New(pass),
-		}, host)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, d)
-	}
-	if cmd.IsSet("node-document") {
-		// The plugin parses node documents without the image's host: one
-		// node document means the same for every image.
-		node, err := documentFlag(cmd, "node-document", "")
-		if err == nil {
-			node, err = document.AsNode(node)
-		}
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, node...)
-	}
 	return docs, nil
+}
+
+// authFromFlags turns --creds into the candidate PullImageRequest.auth
+// with that username and password gives.
+func authFromFlags(cmd *cli.Command, host string) (*chain.Candidate, error) {
+	c := cmd.String("creds")
+	if c == "" {
+		return nil, nil
+	}
+	if c == "-" || strings.HasPrefix(c, "@") {
+		b, err := readInput(strings.TrimPrefix(c, "@"))
+		if err != nil {
+			return nil, fmt.Errorf("--creds: %w", err)
+		}
+		c = strings.TrimRight(string(b), "\r\n")
+	}
+	user, pass, ok := strings.Cut(c, ":")
+	if !ok || user == "" || pass == "" {
+		return nil, usagef("--creds wants USER:PASS")
+	}
+	return chain.FromAuthConfig(&runtime.AuthConfig{Username: user, Password: pass}, host, nil)
 }
 
 // sealedOptions open sealed documents as a node would: with the
@@ -236,6 +294,10 @@ func sealedOptions(cmd *cli.Command, podNamespace string) ([]document.Option, er
 	}
 	return opts, nil
 }
+
+// documentFlag parses the documents of a --document-like flag: its value,
+// or with @FILE the file's content. opts open a sealed --document; the
+// node document (no opts) is plain, as the plugin's node_credentials.
 
 // documentFlag parses the documents of a --document-like flag: its value,
 // or with @FILE the file's content. opts open a sealed --document; the

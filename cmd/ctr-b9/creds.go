@@ -40,8 +40,9 @@ func credsCommand() *cli.Command {
 		Usage:     "explain which credential a pull of REF would use, and why",
 		ArgsUsage: "REF",
 		Description: `Resolves the credential exactly as the plugin would on PullImage
-(annotation documents, then --creds as PullImageRequest.auth, then
---node-document as a node credential, else anonymous),
+through the plugin's precedence chain (annotation documents, then --creds
+as PullImageRequest.auth, then --node-document and --docker-config as node
+credentials, else anonymous),
 minting cloud tokens when the document needs it. The secret is shown only as
 a fingerprint: an HMAC under the plugin's key with --node-key (comparable
 with ctr-b9 cache ls), else under a key made for this run only.
@@ -52,7 +53,11 @@ Example:
    ctr-b9 creds -o json --annotations ann.json ghcr.io/beam-cloud/beta9`,
 		Flags: append(credFlags(), outputFlag()),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ref, docs, err := refAndDocuments(cmd)
+			ref, src, err := refAndSources(cmd)
+			if err != nil {
+				return err
+			}
+			det, err := detectorFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -61,11 +66,11 @@ Example:
 				return err
 			}
 			defer kc.Close()
-			cred, err := kc.ResolveFor(ctx, ref.Registry, docs)
+			r, err := src.resolve(ctx, kc, det, ref.Registry)
 			if err != nil {
 				return err
 			}
-			res := credsResultFor(ref, cred)
+			res := credsResultFor(ref, r.Cred)
 			res.FingerprintKey = keyedBy
 			for _, d := range docs {
 				if d.Source == cred.Source && d.Sealed {

@@ -50,7 +50,7 @@ Example:
 			&cli.StringFlag{Name: "progress", Value: "auto", Usage: "auto, tty or plain"},
 		),
 		Action: func(ctx context.Context, cmd *cli.Command) error {
-			ref, docs, err := refAndDocuments(cmd)
+			ref, src, err := refAndSources(cmd)
 			if err != nil {
 				return err
 			}
@@ -58,12 +58,16 @@ Example:
 			if mode != "auto" && mode != "tty" && mode != "plain" {
 				return usagef("--progress must be auto, tty or plain")
 			}
+			det, err := detectorFromFlags(cmd)
+			if err != nil {
+				return err
+			}
 			kc, _, err := newKeychain(cmd)
 			if err != nil {
 				return err
 			}
 			defer kc.Close()
-			opts := []resolver.Option{}
+			opts := []resolver.Option{resolver.WithDetector(det)}
 			if dir := cmd.String("hosts-dir"); dir != "" {
 				opts = append(opts, resolver.WithConfigPath(dir))
 			}
@@ -100,7 +104,7 @@ Example:
 				labels[criManagedLabel] = "managed"
 			}
 			pullOpts := []containerd.RemoteOpt{
-				containerd.WithResolver(res.Resolver(resolver.FromKeychain(kc, docs))),
+				containerd.WithResolver(res.Resolver(src.credentials(kc, det))),
 				containerd.WithPullLabels(labels),
 				containerd.WithImageHandler(images.HandlerFunc(func(_ context.Context, d ocispec.Descriptor) ([]ocispec.Descriptor, error) {
 					jobs.Add(d)

@@ -29,7 +29,7 @@ func BenchmarkWarmResolve(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if _, err := k.ResolveFor(b.Context(), ref.Registry, docs); err != nil {
+				if _, err := resolveFor(k, b.Context(), ref.Registry, docs); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -51,10 +51,10 @@ func BenchmarkWarmResolve(b *testing.B) {
 			k := New()
 			ref, _ := registry.ParseReference(tc.ref)
 			docs, _ := document.FromAnnotations(map[string]string{"b9.beam.cloud/image-credentials": tc.ann}, "", ref.Registry.Host)
-			k.ResolveFor(b.Context(), ref.Registry, docs)
+			resolveFor(k, b.Context(), ref.Registry, docs)
 			b.ReportAllocs()
 			for b.Loop() {
-				if _, err := k.ResolveFor(b.Context(), ref.Registry, docs); err != nil {
+				if _, err := resolveFor(k, b.Context(), ref.Registry, docs); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -175,16 +175,6 @@ func Anonymous(reg registry.Registry) Credential {
 	return Credential{Registry: reg, Source: SourceNone, Provider: "anonymous", Anonymous: true}
 }
 
-// ResolveFor picks the document for reg's host from docs (in precedence
-// order) and resolves it; with no document it returns Anonymous.
-func (k *Keychain) ResolveFor(ctx context.Context, reg registry.Registry, docs []document.Document) (Credential, error) {
-	doc, ok := document.Select(docs, reg.Host)
-	if !ok {
-		return Anonymous(reg), nil
-	}
-	return k.Resolve(ctx, reg, doc)
-}
-
 // Resolve returns the credential doc gives for reg: from the cache while it
 // is usable (starting a background refresh once it is due), else minted —
 // once for all concurrent callers with the same key.

@@ -129,11 +129,11 @@ func TestDockerHubTokenNeedsUsername(t *testing.T) {
 func TestPublicAndNone(t *testing.T) {
 	k := New()
 	docs := []document.Document{mustDoc(t, `{"registry":"ghcr.io","type":"public"}`, "")}
-	c, err := k.ResolveFor(t.Context(), reg("ghcr.io"), docs)
+	c, err := resolveFor(k, t.Context(), reg("ghcr.io"), docs)
 	if err != nil || !c.Anonymous || c.Source != "annotation test" || c.Type != document.TypePublic {
 		t.Fatalf("public: %+v %v", c, err)
 	}
-	c, err = k.ResolveFor(t.Context(), reg("quay.io"), docs)
+	c, err = resolveFor(k, t.Context(), reg("quay.io"), docs)
 	if err != nil || !c.Anonymous || c.Source != SourceNone {
 		t.Fatalf("no document: %+v %v", c, err)
 	}
@@ -461,4 +461,14 @@ func TestFingerprintsAreKeyed(t *testing.T) {
 			}
 		}
 	}
+}
+
+// resolveFor resolves the document docs give reg's host, anonymous with
+// none (the precedence chain does this on pulls).
+func resolveFor(k *Keychain, ctx context.Context, reg registry.Registry, docs []document.Document) (Credential, error) {
+	doc, ok := document.Select(docs, reg.Host)
+	if !ok {
+		return Anonymous(reg), nil
+	}
+	return k.Resolve(ctx, reg, doc)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 )
@@ -23,25 +24,36 @@ type Credentials interface {
 }
 
 // FromKeychain serves a pull's credentials from the node's keychain and the
-// pull's documents (in precedence order).
+// pull's documents: the pod's (in order), then the node's (Node). It is
+// the precedence chain (internal/keychain/chain) over those two sources;
+// the image's registry is whichever host is asked for without mirror.
 func FromKeychain(kc *keychain.Keychain, docs []document.Document) Credentials {
-	return keychainCredentials{kc: kc, docs: docs}
+	var pod, node []document.Document
+	for _, d := range docs {
+		if d.Node {
+			node = append(node, d)
+		} else {
+			pod = append(pod, d)
+		}
+	}
+	return keychainCredentials{kc: kc, chain: chain.Chain{
+		chain.Documents{Tier: chain.TierAnnotation, Docs: pod},
+		chain.Documents{Tier: chain.TierNode, Docs: node},
+	}}
 }
 
 type keychainCredentials struct {
-	kc   *keychain.Keychain
-	docs []document.Document
+	kc    *keychain.Keychain
+	chain chain.Chain
 }
 
 func (k keychainCredentials) Credential(ctx context.Context, reg registry.Registry, mirror bool) (keychain.Credential, error) {
-	if !mirror {
-		return k.kc.ResolveFor(ctx, reg, k.docs)
+	imageHost := reg.Host
+	if mirror {
+		imageHost = ""
 	}
-	d, ok := document.SelectNamed(k.docs, reg.Host)
-	if !ok {
-		return keychain.Anonymous(reg), nil
-	}
-	return k.kc.Resolve(ctx, reg, d)
+	// Strict: the first candidate only, as ResolveFor did.
+	return chain.Credentials{Keychain: k.kc, Chain: k.chain, ImageHost: imageHost, Strict: true}.Credential(ctx, reg, mirror)
 }
 
 func (k keychainCredentials) Invalidate(cred keychain.Credential) { k.kc.Invalidate(cred) }

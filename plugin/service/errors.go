@@ -22,10 +22,6 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
 )
 
-// errNoMoreCandidates is returned when every credential source for a host
-// was offered and rejected.
-var errNoMoreCandidates = fmt.Errorf("every credential source for the host was rejected: %w", errdefs.ErrUnauthenticated)
-
 // class returns the errdefs class of a pull failure: what the registry
 // answered (through containerd's resolver, or in the text of containerd's
 // CRI error when forwarding), or the class the error already carries.

@@ -176,3 +176,29 @@ func (c Candidate) resolve(ctx context.Context, kc *keychain.Keychain, reg regis
 	}
 	return kc.Resolve(ctx, reg, c.Doc)
 }
+
+// Credentials serves a pull's credentials from a chain, host by host (it
+// implements the resolver's Credentials): each host walks the chain from
+// its first source. The CRI image service adds per-pull memory and
+// fallback after a registry's rejection on top of the same Walk.
+type Credentials struct {
+	Keychain  *keychain.Keychain
+	Chain     Chain
+	ImageHost string
+	Strict    bool
+}
+
+// Credential returns what to present to reg. A mirror (any host but the
+// image's) gets only candidates that name it.
+func (c Credentials) Credential(ctx context.Context, reg registry.Registry, _ bool) (keychain.Credential, error) {
+	r, err := Walk(ctx, c.Keychain, reg, c.Chain.For(Query{Host: reg.Host, ImageHost: c.ImageHost}), 0, c.Strict, nil)
+	return r.Cred, err
+}
+
+// Invalidate drops a credential a registry rejected from the keychain, so
+// the next Credential mints afresh.
+func (c Credentials) Invalidate(cred keychain.Credential) {
+	if cred.Ref != "" {
+		c.Keychain.Invalidate(cred)
+	}
+}

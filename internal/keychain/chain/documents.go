@@ -24,17 +24,11 @@ func (s Documents) Lookup(_ context.Context, q Query) (Candidate, bool, error) {
 }
 
 func pick(docs []document.Document, q Query) (document.Document, bool) {
-	for _, d := range docs {
-		if d.Registry == q.Host {
-			return d, true
-		}
+	if d, ok := document.SelectNamed(docs, q.Host); ok {
+		return d, true
 	}
 	if q.Host == q.ImageHost {
-		for _, d := range docs {
-			if d.Registry == "" {
-				return d, true
-			}
-		}
+		return document.SelectUnnamed(docs)
 	}
 	return document.Document{}, false
 }

@@ -54,21 +54,31 @@ func FromAnnotations(annotations map[string]string, prefix, host string, opts ..
 // Select returns the document for the image's own registry: the first
 // naming that host, else the first naming none. A pod's documents come
 // before the node's (Node) whatever their order: node credentials are
-// the lowest precedence.
+// the lowest precedence. Pulls decide with the precedence chain
+// (internal/keychain/chain), whose document sources use SelectNamed and
+// SelectUnnamed; Select is their composition for one flat list.
 func Select(docs []Document, host string) (Document, bool) {
-	for _, node := range []bool{false, true} {
-		for _, d := range docs {
-			if d.Node == node && d.Registry == host {
-				return d, true
-			}
+	pod, node := splitNode(docs)
+	for _, docs := range [][]Document{pod, node} {
+		if d, ok := SelectNamed(docs, host); ok {
+			return d, true
 		}
-		for _, d := range docs {
-			if d.Node == node && d.Registry == "" {
-				return d, true
-			}
+		if d, ok := SelectUnnamed(docs); ok {
+			return d, true
 		}
 	}
 	return Document{}, false
+}
+
+func splitNode(docs []Document) (pod, node []Document) {
+	for _, d := range docs {
+		if d.Node {
+			node = append(node, d)
+		} else {
+			pod = append(pod, d)
+		}
+	}
+	return pod, node
 }
 
 // SelectNamed returns the first document naming host. A host serving as a
@@ -78,6 +88,17 @@ func Select(docs []Document, host string) (Document, bool) {
 func SelectNamed(docs []Document, host string) (Document, bool) {
 	for _, d := range docs {
 		if d.Registry == host {
+			return d, true
+		}
+	}
+	return Document{}, false
+}
+
+// SelectUnnamed returns the first document naming no registry: for the
+// image's own registry only.
+func SelectUnnamed(docs []Document) (Document, bool) {
+	for _, d := range docs {
+		if d.Registry == "" {
 			return d, true
 		}
 	}
