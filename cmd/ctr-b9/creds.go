@@ -72,11 +72,7 @@ Example:
 			}
 			res := credsResultFor(ref, r.Cred)
 			res.FingerprintKey = keyedBy
-			for _, d := range docs {
-				if d.Source == cred.Source && d.Sealed {
-					res.Sealed = true
-				}
-			}
+			res.Sealed = r.Candidate.Cred == nil && r.Candidate.Doc.Sealed
 			return emit(cmd.Root().Writer, cmd.String("output"), res, []field{
 				{"reference", res.Reference}, {"host", res.Host}, {"kind", string(res.Kind)},
 				{"account", res.Account}, {"region", res.Region}, {"type", res.Type},
