@@ -106,6 +106,7 @@ type recordJSON struct {
 	At         time.Time         `json:"at"`
 	ByRef      bool              `json:"by_ref,omitempty"`
 	Latest     bool              `json:"latest,omitempty"`
+	Namespace  string            `json:"namespace,omitempty"`
 	Doc        docJSON           `json:"doc"`
 }
 
@@ -137,7 +138,7 @@ func (st *stateFile) save(recs []storedRecord) error {
 			keys[k] = v.Reveal()
 		}
 		sj.Records = append(sj.Records, recordJSON{
-			Ref: r.ref, Registry: r.reg, Repository: r.repository, At: r.at, ByRef: sr.byRef, Latest: sr.latest,
+			Ref: r.ref, Registry: r.reg, Repository: r.repository, At: r.at, ByRef: sr.byRef, Latest: sr.latest, Namespace: r.namespace,
 			Doc: docJSON{
 				Source: r.doc.Source, Registry: r.doc.Registry, Type: r.doc.Type, TypeExplicit: r.doc.TypeExplicit,
 				Keys: keys, Identity: r.doc.Identity(), Node: r.doc.Node,
@@ -218,7 +219,7 @@ func (st *stateFile) load(ctx context.Context) ([]loadedRecord, error) {
 			continue
 		}
 		out = append(out, loadedRecord{
-			rec:   &record{ref: rj.Ref, reg: rj.Registry, repository: rj.Repository, doc: doc, at: rj.At},
+			rec:   &record{ref: rj.Ref, reg: rj.Registry, repository: rj.Repository, doc: doc, at: rj.At, namespace: rj.Namespace},
 			byRef: rj.ByRef && rj.Ref != "", latest: rj.Latest,
 		})
 	}

@@ -14,11 +14,6 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 )
 
-// DefaultMaxRecords bounds each index of the Store. A node pulls far fewer
-// distinct credentials than this; the bound only stops a flood of pulls
-// from growing memory (and the state file) without end.
-const DefaultMaxRecords = 4096
-
 // StoreConfig configures a Store.
 type StoreConfig struct {
 	// StateDir, when set, keeps the records across restarts in
@@ -31,8 +26,14 @@ type StoreConfig struct {
 	// refused. Keep it off the disk image the state may be copied with.
 	KeyFile string
 	// MaxRecords bounds each index (refs; host/repository pairs). Default
-	// DefaultMaxRecords; the least recently recorded are dropped first.
+	// DefaultMaxRecords; the least recently recorded are dropped first,
+	// never one whose ref is on a live snapshot (SetLiveRefs).
 	MaxRecords int
+	// MaxRecordsPerSource bounds each credential source's share of an
+	// index (a pod namespace; the node's own credentials), so one
+	// tenant's flood of pulls evicts its own records, not another's.
+	// Default DefaultMaxRecordsPerSource (never more than MaxRecords).
+	MaxRecordsPerSource int
 }
 
 // record is one pull's credential: the source document, never a minted
@@ -43,6 +44,18 @@ type record struct {
 	repository string
 	doc        document.Document
 	at         time.Time
+	// namespace is the pod namespace whose pull made the record ("" when
+	// the pull named no pod).
+	namespace string
+}
+
+// source is the credential source a record counts against: the node's
+// own credentials, or the namespace of the pod that pulled.
+func (r *record) source() string {
+	if r.doc.Node {
+		return "node"
+	}
+	return "namespace/" + r.namespace
 }
 
 type repoKey struct{ host, repository string }
@@ -61,8 +74,15 @@ type Store struct {
 	byRef  map[refKey]*record
 	byRepo map[repoKey]*record
 	max    int
-	now    func() time.Time
-	state  *stateFile // nil: memory only
+	// maxPerSource bounds each record source's share of an index.
+	maxPerSource int
+	now          func() time.Time
+	// liveMu guards liveRefs and live, the last listing of the refs on
+	// snapshots (see currentLive); never held with mu.
+	liveMu   sync.Mutex
+	liveRefs LiveRefs
+	live     liveSet
+	state    *stateFile // nil: memory only
 	// gen counts changes a restart would need (under mu). saveMu
 	// serialises writes of the state file; savedGen (under saveMu) is the
 	// generation the file holds, so a change a later save already wrote is
@@ -87,6 +107,11 @@ func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 	if s.max <= 0 {
 		s.max = DefaultMaxRecords
 	}
+	s.maxPerSource = cfg.MaxRecordsPerSource
+	if s.maxPerSource <= 0 {
+		s.maxPerSource = DefaultMaxRecordsPerSource
+	}
+	s.maxPerSource = min(s.maxPerSource, s.max)
 	if cfg.StateDir == "" {
 		return s, nil
 	}
@@ -120,7 +145,7 @@ func NewStore(ctx context.Context, cfg StoreConfig) (*Store, error) {
 // An error means the record was not kept (bad arguments) or not persisted
 // (it is still served from memory); either way the pull itself succeeded
 // and must not fail because of it.
-func (s *Store) Record(credentialRef string, reg registry.Registry, repository string, doc document.Document) error {
+func (s *Store) Record(credentialRef string, reg registry.Registry, repository string, doc document.Document, opts ...RecordOption) error {
 	host, err := registry.NormalizeHost(reg.Host)
 	if err != nil {
 		return fmt.Errorf("record pull credential: %w", err)
@@ -134,6 +159,9 @@ func (s *Store) Record(credentialRef string, reg registry.Registry, repository s
 		return fmt.Errorf("record pull credential for %s/%s: document has no type: %w", host, repository, errdefs.ErrInvalidArgument)
 	}
 	r := &record{ref: credentialRef, reg: reg, repository: repository, doc: doc, at: s.now()}
+	for _, o := range opts {
+		o(r)
+	}
 	key := repoKey{host, repository}
 
 	s.mu.Lock()
@@ -144,13 +172,22 @@ func (s *Store) Record(credentialRef string, reg registry.Registry, repository s
 		changed = changed || !sameRecord(s.byRef[rk], r)
 		s.byRef[rk] = r
 	}
-	changed = s.evictLocked() || changed
+	over := s.overLocked(r.source())
+	s.mu.Unlock()
+	if over {
+		// Listing the live refs asks containerd: not under mu.
+		live := s.currentLive()
+		s.mu.Lock()
+		changed = s.evictLocked(live) || changed
+		s.mu.Unlock()
+	}
 	var gen uint64
 	if changed && s.state != nil {
+		s.mu.Lock()
 		s.gen++
 		gen = s.gen
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 
 	// Re-recording what is already stored (every pull of a popular image)
 	// only refreshes its time in memory: the disk is written when something
@@ -163,6 +200,13 @@ func (s *Store) Record(credentialRef string, reg registry.Registry, repository s
 	}
 	return nil
 }
+
+// RecordOption adds what a pull knows about itself to its record.
+type RecordOption func(*record)
+
+// InNamespace names the pod namespace whose pull made the record: the
+// credential source its share of the Store is counted against.
+func InNamespace(ns string) RecordOption { return func(r *record) { r.namespace = ns } }
 
 // persist writes the state file once it holds at least generation gen.
 // Saves are serialised and each writes the latest state, snapshotted
@@ -249,31 +293,6 @@ func (s *Store) Len() (refs, repositories int) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return len(s.byRef), len(s.byRepo)
-}
-
-// evictLocked drops the oldest entries of an index over the bound. A scan
-// per overflow is fine: it happens once per pull at most.
-func (s *Store) evictLocked() bool {
-	a, b := evictOldest(s.byRef, s.max), evictOldest(s.byRepo, s.max)
-	return a || b
-}
-
-// evictOldest drops m's oldest records until it holds at most max.
-func evictOldest[K comparable](m map[K]*record, max int) bool {
-	evicted := false
-	for len(m) > max {
-		var oldest K
-		var at time.Time
-		first := true
-		for k, r := range m {
-			if first || r.at.Before(at) {
-				oldest, at, first = k, r.at, false
-			}
-		}
-		delete(m, oldest)
-		evicted = true
-	}
-	return evicted
 }
 
 // snapshotLocked lists each distinct record once with the indexes it is in.

@@ -2,6 +2,11 @@ package service
 
 import (
 	"context"
+	"maps"
+	"slices"
+
+	"github.com/containerd/containerd/v2/core/snapshots"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/containerd/log"
 	"google.golang.org/grpc"
@@ -28,16 +33,34 @@ func (s *Service) withCredentialsService(store *credentials.Store) error {
 	s.opts.serverOpts = append(s.opts.serverOpts, grpc.Creds(credentials.PeerCredentials()))
 	s.AddService(srv.Register)
 	s.credentials = srv.Register
+	if s.cfg.PullMode == PullDirect {
+		// Direct pulls label layer snapshots with their ref: a record whose
+		// ref is still on one is never evicted. (Forward mode sets no
+		// labels; its records are bounded by age and source alone.)
+		store.SetLiveRefs(s.liveCredentialRefs)
+	}
 	s.opts.onPulled = append(s.opts.onPulled, func(ctx context.Context, p Pulled) {
 		if p.Document == nil {
 			// Nothing to re-mint from: an identity token, or anonymous.
 			return
 		}
-		if err := store.Record(p.Credential.Ref, p.Image.Registry, p.Image.Repository, *p.Document); err != nil {
+		if err := store.Record(p.Credential.Ref, p.Image.Registry, p.Image.Repository, *p.Document, credentials.InNamespace(p.PodNamespace)); err != nil {
 			// The pull succeeded; a lazy snapshotter then falls back to the
 			// next pull's record or its own keychain.
 			log.G(ctx).WithError(err).WithField("image", p.Image.String()).Warn("b9-resolver: recording the pull's credential failed")
 		}
 	})
 	return nil
+}
+
+// liveCredentialRefs lists the credential refs on the snapshots of every
+// snapshotter direct pulls unpack into (the default one and the runtime
+// handlers'), in the k8s.io namespace.
+func (s *Service) liveCredentialRefs(ctx context.Context) (map[string]struct{}, error) {
+	ctx = namespaces.WithNamespace(ctx, Namespace)
+	sns := map[string]snapshots.Snapshotter{}
+	for _, name := range append(slices.Collect(maps.Values(s.pull.runtimeSnapshotters)), s.pull.snapshotter) {
+		sns[name] = s.containerd.client.SnapshotService(name)
+	}
+	return credentials.SnapshotRefs(ctx, sns)
 }

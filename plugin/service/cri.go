@@ -83,7 +83,8 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 	fields["image_id"], fields["shared"], fields["duration"] = id, shared, time.Since(start)
 	log.G(ctx).WithFields(fields).Info("b9-resolver: pulled image")
 	if len(s.opts.onPulled) > 0 {
-		p := Pulled{Image: ref, ImageID: id, Credential: keychain.Anonymous(ref.Registry)}
+		p := Pulled{Image: ref, ImageID: id, Credential: keychain.Anonymous(ref.Registry),
+			PodNamespace: req.GetSandboxConfig().GetMetadata().GetNamespace()}
 		if presented {
 			p.Credential = u.cred
 			if u.cand.Cred == nil && u.cand.Doc.Type != "" {

@@ -110,6 +110,9 @@ type Pulled struct {
 	// Document is Credential's source; nil for an identity token (which
 	// has no document form) and for an anonymous pull with no document.
 	Document *document.Document
+	// PodNamespace is the namespace of the pod the pull was for ("" when
+	// the request named none): the tenant its record counts against.
+	PodNamespace string
 }
 
 // New validates cfg and builds the service. It does not listen and does
