@@ -53,6 +53,18 @@ func snapshotStore(t *testing.T) (map[string]snapshots.Snapshotter, func(ref str
 	return sns, label
 }
 
+// boundedStore is a memory-only Store with the bounds and a test clock.
+func boundedStore(t *testing.T, max, perSource int) (*Store, *clock) {
+	t.Helper()
+	st, err := NewStore(context.Background(), StoreConfig{MaxRecords: max, MaxRecordsPerSource: perSource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{t: time.Unix(1000, 0)}
+	st.now = clk.Now
+	return st, clk
+}
+
 // A flood of pulls with throw-away documents from many namespaces — each
 // within its own share, together far past the Store's bound — does not
 // evict tenant A's record while its ref is on a live snapshot: a lazy read
@@ -60,12 +72,7 @@ func snapshotStore(t *testing.T) (map[string]snapshots.Snapshotter, func(ref str
 // snapshot goes like any other old one, and the bound holds.
 func TestEvictionFloodSparesLiveRef(t *testing.T) {
 	const max, perSource = 64, 16
-	st, err := NewStore(context.Background(), StoreConfig{MaxRecords: max, MaxRecordsPerSource: perSource})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1000, 0)}
-	st.now = clk.Now
+	st, clk := boundedStore(t, max, perSource)
 	sns, label := snapshotStore(t)
 	st.SetLiveRefs(func(ctx context.Context) (map[string]struct{}, error) {
 		return SnapshotRefs(namespaces.WithNamespace(ctx, "k8s.io"), sns)
@@ -116,12 +123,7 @@ func TestEvictionFloodSparesLiveRef(t *testing.T) {
 // even on no snapshot and older than all of the flood, stay.
 func TestEvictionBoundsEachSource(t *testing.T) {
 	const max, perSource = 64, 16
-	st, err := NewStore(context.Background(), StoreConfig{MaxRecords: max, MaxRecordsPerSource: perSource})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1000, 0)}
-	st.now = clk.Now
+	st, clk := boundedStore(t, max, perSource)
 	kc := keychain.New()
 	defer kc.Close()
 	var refsA []string
@@ -168,12 +170,7 @@ func pullIn(t *testing.T, kc *keychain.Keychain, st *Store, ns, repo, secret str
 // Past the hard limit records go oldest first, live or not: memory stays
 // bounded when every ref is on a snapshot or snapshots cannot be listed.
 func TestEvictionHardLimit(t *testing.T) {
-	st, err := NewStore(context.Background(), StoreConfig{MaxRecords: 4, MaxRecordsPerSource: 4})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &clock{t: time.Unix(1000, 0)}
-	st.now = clk.Now
+	st, clk := boundedStore(t, 4, 4)
 	st.SetLiveRefs(func(context.Context) (map[string]struct{}, error) { return nil, fmt.Errorf("containerd is down") })
 	kc := keychain.New()
 	defer kc.Close()
