@@ -28,7 +28,7 @@ func credFlags() []cli.Flag {
 		&cli.StringFlag{Name: "annotations", Usage: "file with a JSON object of annotations (- for stdin)"},
 		&cli.StringFlag{Name: "document", Usage: "one credential document (envelope, array, flat JSON or user:pass; @FILE reads a file)"},
 		&cli.StringFlag{Name: "creds", Usage: "USER:PASS as PullImageRequest.auth would carry them; @FILE or - reads it (keeps the secret off the command line)"},
-		&cli.StringFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials (lowest precedence; the only kind --aws-ambient/--gcp-ambient/--azure-ambient apply to; @FILE reads a file)"},
+		&cli.StringSliceFlag{Name: "node-document", Usage: "a node credential document, as in the plugin's node_credentials.documents, or @FILE as in its document_files; repeatable, in order (lowest precedence; the only kind --aws-ambient/--gcp-ambient/--azure-ambient apply to; @FILE reads a file)"},
 		&cli.StringFlag{Name: "docker-config", Usage: "a docker config.json, as the plugin's node_credentials.docker_config: auths, credHelpers, credsStore (lowest precedence)"},
 		&cli.StringFlag{Name: "isolation", Value: "strict", Usage: "strict (only the first source that names the host is tried) or fallback, as the plugin's isolation"},
 		&cli.StringFlag{Name: "annotation-prefix", Value: document.DefaultAnnotationPrefix, Usage: "prefix of the credential annotation keys"},
@@ -189,17 +189,17 @@ func sourcesFromFlags(cmd *cli.Command, host string) (flagSources, error) {
 	if src.auth, err = authFromFlags(cmd, host); err != nil {
 		return src, err
 	}
-	if cmd.IsSet("node-document") {
+	for _, v := range cmd.StringSlice("node-document") {
 		// The plugin parses node documents without the image's host: one
 		// node document means the same for every image.
-		node, err := documentFlag(cmd, "node-document", "")
+		node, err := documentValue("node-document", v, "")
 		if err == nil {
 			node, err = document.AsNode(node)
 		}
 		if err != nil {
 			return src, err
 		}
-		src.node = node
+		src.node = append(src.node, node...)
 	}
 	return src, nil
 }
@@ -303,7 +303,11 @@ func sealedOptions(cmd *cli.Command, podNamespace string) ([]document.Option, er
 // or with @FILE the file's content. opts open a sealed --document; the
 // node document (no opts) is plain, as the plugin's node_credentials.
 func documentFlag(cmd *cli.Command, flag, host string, opts ...document.Option) ([]document.Document, error) {
-	text := cmd.String(flag)
+	return documentValue(flag, cmd.String(flag), host, opts...)
+}
+
+// documentValue parses one value of a --document-like flag.
+func documentValue(flag, text, host string, opts ...document.Option) ([]document.Document, error) {
 	source := "--" + flag
 	if strings.HasPrefix(text, "@") {
 		b, err := os.ReadFile(text[1:])
