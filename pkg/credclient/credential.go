@@ -90,7 +90,9 @@ type Request struct {
 // Entry is a cached credential on the node, without its secret.
 type Entry struct {
 	Host, Kind, Type, Source, Provider string
-	// Fingerprint identifies the source credential ("sha256:" + 12 hex).
+	// Fingerprint identifies the source credential ("hmac:" + 12 hex of an
+	// HMAC under a key derived from the plugin's node key; never an
+	// unkeyed hash a guess could be tested against).
 	Fingerprint string
 	ExpiresAt   time.Time
 	Ref         string

@@ -292,7 +292,8 @@ type CredentialEntry struct {
 	Kind     string `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
 	Source   string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
 	Provider string `protobuf:"bytes,4,opt,name=provider,proto3" json:"provider,omitempty"`
-	// fingerprint identifies the source credential ("sha256:" + 12 hex).
+	// fingerprint identifies the source credential ("hmac:" + 12 hex of an
+	// HMAC under a key derived from the node key; never an unkeyed hash).
 	Fingerprint   string                 `protobuf:"bytes,5,opt,name=fingerprint,proto3" json:"fingerprint,omitempty"`
 	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
 	CredentialRef string                 `protobuf:"bytes,7,opt,name=credential_ref,json=credentialRef,proto3" json:"credential_ref,omitempty"`
