@@ -1,9 +1,9 @@
 // Package nodekey reads and creates the node key — 32 random bytes in a
 // 0600 file, the plugin's one long-lived secret of its own — and derives
-// from it, by HKDF, a separate key per purpose: the credentials state
-// file's encryption key, the credential-ref key, the fingerprint key. The
-// raw key is never used for more than one thing, and the derivation lives
-// here alone so the plugin and ctr-b9 derive the same keys.
+// from it, by HKDF, a separate key per further purpose (the credential-ref
+// key, the fingerprint key). The raw key is used for one thing only, the
+// credentials state file's encryption; the derivation lives here alone so
+// the plugin and ctr-b9 derive the same keys.
 package nodekey
 
 import (
