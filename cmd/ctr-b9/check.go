@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/core/remotes/docker"
-	"github.com/containerd/containerd/v2/core/remotes/docker/auth"
 	"github.com/containerd/containerd/v2/core/remotes/docker/config"
 	"github.com/containerd/errdefs"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -98,7 +97,10 @@ type checker struct {
 	cred  keychain.Credential
 	usage error // the flags were given wrong (exit 2)
 	host  docker.RegistryHost
-	chals []auth.Challenge
+	// chal is the challenge of the registry's 401 to GET /v2/, read as
+	// pulls read it; asked reports whether it sent any challenge at all.
+	chal  resolver.Challenge
+	asked bool
 	token string
 }
 
@@ -253,7 +255,10 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 		return "", diagnoseTransport(c.host.Host, err), err
 	}
 	resp.Body.Close()
-	c.chals = auth.ParseAuthHeader(resp.Header)
+	c.asked = resp.StatusCode == http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != ""
+	if ch, ok := resolver.ParseChallenge(resp.Header); ok {
+		c.chal = ch
+	}
 	detail := fmt.Sprintf("%s://%s%s/ %d%s", c.host.Scheme, c.host.Host, c.host.Path, resp.StatusCode, mirror)
 	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
 		return detail, fmt.Sprintf("%s answered %d to /v2/: not a registry API endpoint (check the host and hosts.toml path)", c.host.Host, resp.StatusCode),
@@ -263,39 +268,36 @@ func (c *checker) ping(ctx context.Context, cmd *cli.Command) (string, string, e
 }
 
 func (c *checker) challenge() (string, string, error) {
-	if len(c.chals) == 0 {
+	switch {
+	case !c.asked:
 		return "none: the registry allows anonymous access", "", nil
-	}
-	ch := c.chals[0]
-	switch ch.Scheme {
-	case auth.BasicAuth:
-		return fmt.Sprintf("basic realm=%q", ch.Parameters["realm"]), "", nil
-	case auth.BearerAuth:
-		return fmt.Sprintf("bearer realm=%q service=%q", ch.Parameters["realm"], ch.Parameters["service"]), "", nil
+	case c.chal.Scheme == "basic":
+		return fmt.Sprintf("basic realm=%q", c.chal.Realm), "", nil
+	case c.chal.Scheme == "bearer":
+		return fmt.Sprintf("bearer realm=%q service=%q", c.chal.Realm, c.chal.Service), "", nil
 	}
 	return "", "the registry asks for an authentication scheme containerd does not support", fmt.Errorf("unsupported challenge from %s: %w", c.host.Host, errdefs.ErrNotImplemented)
 }
 
 func (c *checker) fetchToken(ctx context.Context) (string, string, error) {
-	if len(c.chals) == 0 {
+	if !c.asked {
 		return "not needed", "", nil
 	}
-	ch := c.chals[0]
-	if ch.Scheme == auth.BasicAuth {
+	if c.chal.Scheme == "basic" {
 		if c.cred.Anonymous {
 			return "", c.noCredentials(), fmt.Errorf("%s wants basic auth and there are no credentials for it: %w", c.host.Host, errdefs.ErrUnauthenticated)
 		}
 		return "basic: credentials go with each request", "", nil
 	}
 	scope := "repository:" + c.ref.Repository + ":pull"
-	realm := ch.Parameters["realm"]
+	realm := c.chal.Realm
 	start := time.Now()
 	// The same fetch every pull makes: realm rule on every hop, OAuth2 POST
 	// with the GET fallback, the resolver's client id.
 	tok, err := resolver.FetchToken(ctx, resolver.TokenRequest{
 		Client: c.host.Client, Header: c.host.Header,
 		RegistryScheme: c.host.Scheme, RegistryHost: c.host.Host,
-		Realm: realm, Service: ch.Parameters["service"], Scopes: []string{scope}, Credential: c.cred,
+		Realm: realm, Service: c.chal.Service, Scopes: []string{scope}, Credential: c.cred,
 	})
 	if err != nil {
 		var te *resolver.TokenError
@@ -329,7 +331,7 @@ func (c *checker) headManifest(ctx context.Context) (string, string, error) {
 	case resp.StatusCode == http.StatusOK:
 		return fmt.Sprintf("%s %s", resp.Header.Get("Docker-Content-Digest"), resp.Header.Get("Content-Type")), "", nil
 	case resp.StatusCode == http.StatusUnauthorized:
-		if chals := auth.ParseAuthHeader(resp.Header); len(chals) > 0 && chals[0].Parameters["error"] == "insufficient_scope" {
+		if ch, ok := resolver.ParseChallenge(resp.Header); ok && ch.Error == resolver.CodeInsufficientScope {
 			return "", fmt.Sprintf("the credential from %s is valid but may not pull %s", c.cred.Source, c.ref.Repository),
 				fmt.Errorf("HEAD manifest on %s: 401 insufficient_scope: %w", c.host.Host, errdefs.ErrPermissionDenied)
 		}
@@ -374,7 +376,7 @@ func (c *checker) do(ctx context.Context, method, url string, h http.Header) (*h
 	switch {
 	case c.token != "":
 		req.Header.Set("Authorization", "Bearer "+c.token)
-	case len(c.chals) > 0 && c.chals[0].Scheme == auth.BasicAuth && !c.cred.Anonymous:
+	case c.chal.Scheme == "basic" && !c.cred.Anonymous:
 		req.SetBasicAuth(c.cred.Username, c.cred.Secret.Reveal())
 	}
 	resp, err := c.host.Client.Do(req)

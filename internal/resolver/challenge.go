@@ -97,3 +97,32 @@ func parseChallenge(h http.Header) (parsed, bool) {
 	}
 	return parsed{}, false
 }
+
+// Challenge is the challenge of a 401 that pulls answer (bearer over
+// basic), as they read it: scheme "basic" or "bearer", and its realm,
+// service, scope and error parameters.
+type Challenge struct {
+	Scheme                       string
+	Realm, Service, Scope, Error string
+}
+
+// ParseChallenge reads the challenge pulls answer from a 401's headers
+// (RFC 7235, optional whitespace around "=" included); ok is false when
+// it has no basic or bearer challenge. ctr-b9 check reads challenges with
+// it, so a diagnosis reads what a pull reads.
+func ParseChallenge(h http.Header) (Challenge, bool) {
+	p, ok := parseChallenge(h)
+	if !ok {
+		return Challenge{}, false
+	}
+	c := Challenge{Scheme: p.scheme.String(), Realm: p.realm, Service: p.service, Scope: p.scope, Error: p.err}
+	if p.scheme == schemeBasic {
+		for _, a := range parseAuthHeader(h) {
+			if a.scheme == "basic" {
+				c.Realm = a.params["realm"]
+				break
+			}
+		}
+	}
+	return c, true
+}

@@ -79,3 +79,22 @@ func TestParseChallengeBWS(t *testing.T) {
 		t.Fatalf("parsed %+v, want %+v", p, want)
 	}
 }
+
+// ParseChallenge (what ctr-b9 check reads) reads what pulls read.
+func TestParseChallengeExported(t *testing.T) {
+	for _, tc := range []struct {
+		header string
+		want   Challenge
+		ok     bool
+	}{
+		{`Basic realm = "Registry Realm"`, Challenge{Scheme: "basic", Realm: "Registry Realm"}, true},
+		{`Basic realm="r", Bearer realm = "https://a/token",service=s, scope="repository:x:pull"`, Challenge{Scheme: "bearer", Realm: "https://a/token", Service: "s", Scope: "repository:x:pull"}, true},
+		{`Negotiate abc`, Challenge{}, false},
+		{``, Challenge{}, false},
+	} {
+		got, ok := ParseChallenge(http.Header{"Www-Authenticate": {tc.header}})
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("%q: %+v, %v; want %+v, %v", tc.header, got, ok, tc.want, tc.ok)
+		}
+	}
+}
