@@ -1,8 +1,12 @@
 package integration
 
 import (
+	"fmt"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
@@ -90,4 +94,133 @@ func TestEnsureSecretPulledImages(t *testing.T) {
 		})
 	}
 	n.assertNoSecrets(passA, passB, admin)
+}
+
+// TestEnsureDigestFromAnotherRegistry: a pod with no credential names an
+// image on a registry of its own, which answers the manifest HEAD with
+// tenant A's private digest. containerd has A's content and would reuse
+// it after that one request; with ensure the pull must fetch the manifest
+// from that registry and check it, so the pull fails, A's image stays
+// hidden and its tag is not shown. If that registry does serve A's
+// manifest bytes (whoever has them can), the image is open under that
+// registry's name only: A's repository stays hidden and A's tag is not
+// among the names shown.
+func TestEnsureDigestFromAnotherRegistry(t *testing.T) {
+	binaries(t)
+	passA, admin := canary("alice"), canary("admin")
+	n := newNode(t, nodeConfig{pullMode: "direct", plugin: "  ensure_secret_pulled_images = true\n"})
+	n.startStandalone("forward")
+	reg := registrytest.Start(t, registrytest.WithTokenAuth(),
+		registrytest.WithUser("alice", passA, "tenant/a/direct", "tenant/a/forward"),
+		registrytest.WithUser("admin", admin, "*"))
+	alice := map[string]string{annKey: basicDoc(reg.Host, "alice", passA)}
+
+	for _, m := range []struct{ name, sock string }{{"direct", n.b9}, {"forward", n.standAddr}} {
+		t.Run(m.name, func(t *testing.T) {
+			priv := reg.PushRandomImage(t, "tenant/a/"+m.name, "v1", "admin", admin)
+			raw, err := priv.Image.RawManifest()
+			if err != nil {
+				t.Fatal(err)
+			}
+			mt, _ := priv.Image.MediaType()
+			var serveBytes atomic.Bool
+			evil := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithAnonymousPull("x"),
+				registrytest.WithMiddleware(func(next http.Handler) http.Handler {
+					return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						if !strings.HasPrefix(r.URL.Path, "/v2/x/manifests/") {
+							next.ServeHTTP(w, r)
+							return
+						}
+						if r.Method == http.MethodHead || serveBytes.Load() {
+							w.Header().Set("Docker-Content-Digest", priv.Digest)
+							w.Header().Set("Content-Type", string(mt))
+							w.Header().Set("Content-Length", fmt.Sprint(len(raw)))
+							if r.Method == http.MethodGet {
+								w.Write(raw)
+							}
+							return
+						}
+						next.ServeHTTP(w, r)
+					})
+				}))
+			evilRef := evil.Host + "/x:" + m.name
+			inspect := func(ref string) (bool, string) {
+				t.Helper()
+				r := n.crictl(m.sock, "inspecti", ref)
+				if r.err != nil && !strings.Contains(r.out, "no such image") {
+					t.Fatalf("crictl inspecti %s: %v\n%s", ref, r.err, r.out)
+				}
+				return r.err == nil, r.out
+			}
+
+			mustSucceed(t, n.pull(m.sock, priv.Ref, alice), "alice pulls her image")
+			r := n.pull(m.sock, evilRef, nil)
+			if r.err == nil {
+				t.Fatalf("the pull of %s, whose registry only named alice's digest, succeeded", evilRef)
+			}
+			t.Logf("%s: %s", evilRef, r.code)
+			if shown, _ := inspect(priv.Ref); shown {
+				t.Errorf("%s shown after another registry named its digest", priv.Ref)
+			}
+			if shown, out := inspect(evilRef); shown {
+				t.Errorf("%s shown although its registry never served it:\n%s", evilRef, out)
+			}
+
+			serveBytes.Store(true)
+			mustSucceed(t, n.pull(m.sock, evilRef, nil), "pull from a registry serving the same manifest bytes")
+			shown, out := inspect(evilRef)
+			if !shown {
+				t.Errorf("%s hidden although its registry served it openly", evilRef)
+			}
+			if strings.Contains(out, "tenant/a/") {
+				t.Errorf("ImageStatus of %s reveals alice's repository:\n%s", evilRef, out)
+			}
+			if shown, _ := inspect(priv.Ref); shown {
+				t.Errorf("%s shown after the same content was opened under another repository", priv.Ref)
+			}
+		})
+	}
+	n.assertNoSecrets(passA, admin)
+}
+
+// TestEnsureRegistryOutage: with ensure on, the registry stopped and
+// containerd-b9 restarted (the records come back from the sealed state
+// file), a pod whose credential pulled the image gets it again — counted
+// in b9_resolver_ensure_decisions_total{decision="outage_accepted"} and
+// logged with the pod — while a pod with another credential or none is
+// still refused (Unavailable: the registry could not check it). In both
+// pull modes.
+func TestEnsureRegistryOutage(t *testing.T) {
+	binaries(t)
+	passA, passB, admin := canary("alice"), canary("bob"), canary("admin")
+	for _, mode := range []string{"direct", "forward"} {
+		t.Run(mode, func(t *testing.T) {
+			metricsAddr := freeAddr(t)
+			n := newNode(t, nodeConfig{pullMode: mode, plugin: "  ensure_secret_pulled_images = true\n",
+				extra: fmt.Sprintf("[metrics]\n  address = '%s'\n", metricsAddr)})
+			reg := registrytest.Start(t, registrytest.WithTokenAuth(),
+				registrytest.WithUser("alice", passA, "tenant/a"), registrytest.WithUser("bob", passB, "tenant/b"),
+				registrytest.WithUser("admin", admin, "*"))
+			img := reg.PushRandomImage(t, "tenant/a", "v1", "admin", admin)
+			alice := map[string]string{annKey: basicDoc(reg.Host, "alice", passA)}
+			bob := map[string]string{annKey: basicDoc(reg.Host, "bob", passB)}
+			mustSucceed(t, n.pull(n.b9, img.Ref, alice), "alice pulls with the registry up")
+
+			n.restartContainerd()
+			reg.Stop()
+			pod := podMeta{namespace: "tenant-a", name: "web", uid: fmt.Sprintf("uid-outage-%d", time.Now().UnixNano())}
+			mustSucceed(t, n.pullAs(n.b9, img.Ref, pod, alice), "alice, registry down, image on the node")
+			wantLogLine(t, n.cd.logText(), "registry unreachable; image on the node accepted", pod)
+			wantCode(t, n.pull(n.b9, img.Ref, bob), "bob, registry down", "Unavailable")
+			wantCode(t, n.pull(n.b9, img.Ref, nil), "no credential, registry down", "Unavailable")
+			_, fams := scrape(t, metricsAddr)
+			if got := value(fams, "b9_resolver_ensure_decisions_total", map[string]string{"decision": "outage_accepted"}); got != 1 {
+				t.Errorf("outage_accepted = %v, want 1", got)
+			}
+			if got := value(fams, "b9_resolver_ensure_decisions_total", map[string]string{"decision": "outage_refused"}); got != 2 {
+				t.Errorf("outage_refused = %v, want 2", got)
+			}
+			n.assertNoSecrets(passA, passB, admin)
+		})
+	}
 }

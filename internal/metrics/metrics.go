@@ -36,6 +36,8 @@ var (
 		"keychain lookups: hit (a cached credential served) or miss (minted)", "result")
 	tokenFetches = ns.NewLabeledCounter("registry_token_fetches",
 		"bearer token fetches from registry token endpoints, by outcome", "outcome")
+	ensureDecisions = ns.NewLabeledCounter("ensure_decisions",
+		"ensure_secret_pulled_images: ImageStatus answers (shown_open, shown_allowlisted, shown_preloaded, shown_credential, hidden) and pulls the registry could not check (outage_accepted, outage_refused)", "decision")
 	calls = ns.NewLabeledCounter("grpc_calls",
 		"calls on the b9 sockets (CRI image service, Credentials service) by method and gRPC code", "method", "code")
 )
@@ -71,6 +73,10 @@ func CacheLookup(hit bool) {
 
 // TokenFetch counts one bearer-token fetch.
 func TokenFetch(err error) { tokenFetches.WithValues(Outcome(err)).Inc() }
+
+// EnsureDecision counts one ensure_secret_pulled_images decision; d is
+// one of the bounded set in the metric's help.
+func EnsureDecision(d string) { ensureDecisions.WithValues(d).Inc() }
 
 // Call counts one gRPC call on a b9 socket; method is the full method name.
 func Call(method string, err error) {

@@ -32,6 +32,10 @@ const (
 	// Fingerprint keys the HMAC of the fingerprints ListCredentials and
 	// ctr-b9 show.
 	Fingerprint Purpose = "b9-resolver fingerprint key v1"
+	// ImageAccess keys the image access records of
+	// ensure_secret_pulled_images: their sealed file and the HMAC
+	// fingerprints of the credentials in them.
+	ImageAccess Purpose = "b9-resolver image-access key v1"
 )
 
 // Derive returns the key for purpose p from the node key.

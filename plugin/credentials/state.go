@@ -50,6 +50,8 @@ type stateFile struct {
 	// fingerprintKey keys the fingerprints ListCredentials shows, derived
 	// from the node key so ctr-b9 given the key shows the same ones.
 	fingerprintKey []byte
+	// imageAccessKey is the image access records' key (ImageAccessKey).
+	imageAccessKey []byte
 }
 
 // openState prepares dir (0700) and the node key (created 0600).
@@ -90,7 +92,11 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey, fingerprintKey: fpKey}, nil
+	accessKey, err := nodekey.Derive(key, nodekey.ImageAccess)
+	if err != nil {
+		return nil, err
+	}
+	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey, fingerprintKey: fpKey, imageAccessKey: accessKey}, nil
 }
 
 // The JSON inside the sealed file.

@@ -3,6 +3,7 @@ package credentials
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -251,6 +252,26 @@ func (s *Store) FingerprintKey() []byte {
 		return nil
 	}
 	return append([]byte(nil), s.state.fingerprintKey...)
+}
+
+// ImageAccessKey is the key the image service's access records
+// (ensure_secret_pulled_images) are sealed and fingerprinted under,
+// derived from the node key for that purpose alone; nil for a memory-only
+// Store.
+func (s *Store) ImageAccessKey() []byte {
+	if s.state == nil {
+		return nil
+	}
+	return append([]byte(nil), s.state.imageAccessKey...)
+}
+
+// StateDir is the folder the records are kept in ("" for a memory-only
+// Store).
+func (s *Store) StateDir() string {
+	if s.state == nil {
+		return ""
+	}
+	return filepath.Dir(s.state.path)
 }
 
 // sameRecord reports whether old already says what r says.

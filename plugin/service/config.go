@@ -8,6 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/beam-cloud/b9-resolver/internal/imageaccess"
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
@@ -118,17 +119,38 @@ type Config struct {
 	// EnsureSecretPulledImages keeps a pod from running an image another
 	// pod pulled with its own credential, for kubelets without
 	// KubeletEnsureSecretPulledImages (KEP-2535): ImageStatus answers
-	// "absent" for an image only pods' own credentials (annotation or
-	// request auth) pulled, so kubelet calls PullImage with the asking
-	// pod's credentials even under IfNotPresent, and the registry checks
-	// them (one manifest request; the layers stay). Images pulled
-	// anonymously or with node credentials, and images older than the
-	// service that it never pulled, are not hidden; an image created
-	// since (by another client, or a pull whose labelling failed) is,
-	// until a pull through this service labels it. Under imagePullPolicy Never a secret-pulled
-	// image is then unavailable; a pod starting from one needs the
-	// registry. Off by default.
+	// "absent" for an image the asking pod may not use unchecked
+	// (VerificationPolicy, VerificationTTL, the image access records), so
+	// kubelet calls PullImage with the pod's credentials even under
+	// IfNotPresent, and the registry checks them (the manifest is fetched
+	// and checked against its digest; the layers stay). Records are per
+	// (repository, image id), never per digest. While the registry is
+	// unreachable, a pull is accepted for a credential on the image's
+	// record. Under imagePullPolicy Never a hidden image is unavailable.
+	// Off by default.
 	EnsureSecretPulledImages bool `toml:"ensure_secret_pulled_images"`
+	// VerificationPolicy is KEP-2535's policy for
+	// ensure_secret_pulled_images: which images a pod may start without
+	// the registry checking its credentials. "NeverVerify",
+	// "NeverVerifyPreloadedImages" (default: images this service did not
+	// pull and that were on the node before it started recording),
+	// "NeverVerifyAllowlistedImages" (only VerificationAllowlist) or
+	// "AlwaysVerify". An image a pull without a pod credential proved
+	// open needs no check under any policy.
+	VerificationPolicy imageaccess.Policy `toml:"verification_policy"`
+	// VerificationAllowlist are the repositories NeverVerifyAllowlistedImages
+	// exempts, in kubelet's syntax: full names without tag or digest
+	// ("registry.example/team/app", "docker.io/library/busybox") or
+	// prefixes ending in "/*" ("registry.example/base/*").
+	VerificationAllowlist []string `toml:"verification_allowlist"`
+	// VerificationTTL is how long the registry's acceptance of a pod's
+	// annotation credential for an image lets that credential start the
+	// image again without asking the registry (ImageStatus then reports
+	// the image to that pod), as a Go duration. "0s" (default): every
+	// start asks the registry (one manifest request). Either way, while
+	// the registry is unreachable (network error, timeout, 5xx — not 401
+	// or 403) a pull is accepted for a credential on the image's record.
+	VerificationTTL string `toml:"verification_ttl"`
 	// CredentialsUIDs are the peer uids, besides root, that the Credentials
 	// service answers. The b9 socket is root-only (0600), so a
 	// uid listed here reaches the service through CredentialsAddress.
@@ -214,15 +236,17 @@ type Cloud struct {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() *Config {
 	return &Config{
-		Address:           DefaultAddress,
-		ContainerdAddress: DefaultContainerdAddress,
-		PullMode:          PullDirect,
-		ConfigPath:        DefaultConfigPath,
-		AnnotationPrefix:  document.DefaultAnnotationPrefix,
-		Isolation:         IsolationStrict,
-		CacheSize:         keychain.DefaultCacheSize,
-		RefreshFraction:   keychain.DefaultRefreshFraction,
-		MintTimeout:       keychain.DefaultMintTimeout.String(),
+		Address:            DefaultAddress,
+		ContainerdAddress:  DefaultContainerdAddress,
+		PullMode:           PullDirect,
+		ConfigPath:         DefaultConfigPath,
+		AnnotationPrefix:   document.DefaultAnnotationPrefix,
+		Isolation:          IsolationStrict,
+		CacheSize:          keychain.DefaultCacheSize,
+		RefreshFraction:    keychain.DefaultRefreshFraction,
+		MintTimeout:        keychain.DefaultMintTimeout.String(),
+		VerificationPolicy: imageaccess.DefaultPolicy,
+		VerificationTTL:    "0s",
 	}
 }
 
@@ -231,6 +255,10 @@ type settings struct {
 	Config
 	mintTimeout time.Duration
 	detector    *registry.Detector
+	// verificationTTL and allowlist are VerificationTTL and
+	// VerificationAllowlist parsed.
+	verificationTTL time.Duration
+	allowlist       imageaccess.Allowlist
 	// nodeDocs are the parsed NodeCredentials.Documents.
 	nodeDocs []document.Document
 }
@@ -244,7 +272,7 @@ func (c Config) validate() (*settings, error) {
 	var p problems
 	for _, check := range []func(*settings, *problems){
 		checkSockets, checkPulls, checkAnnotations, checkCache,
-		checkRegistries, checkNodeCredentials, checkCloud, checkCredentialsService, checkSealed,
+		checkRegistries, checkNodeCredentials, checkCloud, checkCredentialsService, checkSealed, checkEnsure,
 	} {
 		check(s, &p)
 	}
@@ -266,6 +294,8 @@ func (c Config) withDefaults() Config {
 	orDefault(&c.CacheSize, def.CacheSize)
 	orDefault(&c.RefreshFraction, def.RefreshFraction)
 	orDefault(&c.MintTimeout, def.MintTimeout)
+	orDefault(&c.VerificationPolicy, def.VerificationPolicy)
+	orDefault(&c.VerificationTTL, def.VerificationTTL)
 	return c
 }
 
@@ -416,5 +446,29 @@ func checkSealed(s *settings, p *problems) {
 	}
 	if s.Sealed.Require && len(s.Sealed.IdentityFiles) == 0 {
 		p.add("sealed.require", "needs sealed.identity_files: without an identity no sealed document opens, so every credential annotation would be refused")
+	}
+}
+
+// checkEnsure: verification_policy, verification_allowlist,
+// verification_ttl (ensure_secret_pulled_images).
+func checkEnsure(s *settings, p *problems) {
+	if !s.VerificationPolicy.Valid() {
+		p.add("verification_policy", "%q is not one of %v", s.VerificationPolicy, imageaccess.Policies)
+	}
+	if d, err := time.ParseDuration(s.VerificationTTL); err != nil || d < 0 {
+		p.add("verification_ttl", "%q is not a Go duration of 0 or more (like \"24h\")", s.VerificationTTL)
+	} else {
+		s.verificationTTL = d
+	}
+	if al, err := imageaccess.NewAllowlist(s.VerificationAllowlist); err != nil {
+		p.add("verification_allowlist", "%v", err)
+	} else {
+		s.allowlist = al
+	}
+	switch {
+	case s.VerificationPolicy == imageaccess.NeverVerifyAllowlistedImages && len(s.VerificationAllowlist) == 0:
+		p.add("verification_allowlist", "is empty; %s exempts only the repositories listed here", s.VerificationPolicy)
+	case s.VerificationPolicy != imageaccess.NeverVerifyAllowlistedImages && len(s.VerificationAllowlist) > 0:
+		p.add("verification_allowlist", "applies only with verification_policy = %q (it is %q)", imageaccess.NeverVerifyAllowlistedImages, s.VerificationPolicy)
 	}
 }

@@ -126,7 +126,8 @@ func TestContribConfig(t *testing.T) {
 	if s.Address != def.Address || s.PullMode != def.PullMode || s.Isolation != def.Isolation ||
 		s.AnnotationPrefix != def.AnnotationPrefix || s.CacheSize != def.CacheSize ||
 		s.RefreshFraction != def.RefreshFraction || s.MintTimeout != def.MintTimeout ||
-		s.ConfigPath != def.ConfigPath || s.ContainerdAddress != def.ContainerdAddress {
+		s.ConfigPath != def.ConfigPath || s.ContainerdAddress != def.ContainerdAddress ||
+		s.VerificationPolicy != def.VerificationPolicy || s.VerificationTTL != def.VerificationTTL {
 		t.Errorf("contrib/config.toml states values that are not the defaults:\n%+v\n%+v", s.Config, *def)
 	}
 	// Standalone reads CRI's image settings from the same file.

@@ -72,8 +72,23 @@ func (s *Service) PullImage(ctx context.Context, req *runtime.PullImageRequest) 
 			fields["credential_ref"] = u.cred.Ref
 		}
 	}
-	if err == nil && s.cfg.EnsureSecretPulledImages {
-		err = s.recordPullAccess(ctx, id, pullWasOpen(pa))
+	if s.cfg.EnsureSecretPulledImages {
+		switch {
+		case err == nil:
+			s.recordPull(ref, id, pa)
+		case rejected(err):
+			s.forgetRefused(ctx, ref, pa)
+		case unreachable(err) && ctx.Err() == nil:
+			if accepted, why := s.acceptOnRecord(ctx, ref, pa); accepted != "" {
+				metrics.EnsureDecision("outage_accepted")
+				fields["image_id"], fields["accepted_for"] = accepted, why
+				log.G(ctx).WithFields(fields).WithError(pullStatus(err, ref, pa)).
+					Warn("b9-resolver: registry unreachable; image on the node accepted for a credential on its record")
+				id, err = accepted, nil
+			} else {
+				metrics.EnsureDecision("outage_refused")
+			}
+		}
 	}
 	if err != nil {
 		st := pullStatus(err, ref, pa)
@@ -162,7 +177,7 @@ func (s *Service) ImageStatus(ctx context.Context, req *runtime.ImageStatusReque
 	if err != nil || !s.cfg.EnsureSecretPulledImages {
 		return resp, err
 	}
-	resp, err = s.hideSecretPulled(ctx, req, resp)
+	resp, err = s.ensureStatus(ctx, req, resp)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

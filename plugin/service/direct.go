@@ -7,6 +7,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/diff"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/remotes"
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/containerd/v2/pkg/labels"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -73,10 +74,6 @@ func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest,
 func (s *Service) pullAndRegister(ctx context.Context, named distref.Named, host, snapshotter string, pa *pullAuth) (string, error) {
 	ctx = namespaces.WithNamespace(ctx, Namespace)
 	imageLabels := map[string]string{criImageLabel: criImageLabelManaged}
-	if s.cfg.EnsureSecretPulledImages {
-		// Born secret; recordPullAccess opens them if the pull was open.
-		imageLabels[PullAccessLabel] = PullAccessSecret
-	}
 	var img containerd.Image
 	for {
 		var err error
@@ -143,8 +140,14 @@ func (s *Service) pullOnce(ctx context.Context, name, host, snapshotter string, 
 		info, credRef := snapshotters.AppendInfoHandlerWrapper(name), wrap
 		wrap = func(h images.Handler) images.Handler { return credRef(info(h)) }
 	}
+	var resolver remotes.Resolver = docker.NewResolver(docker.ResolverOptions{Hosts: hosts})
+	if s.cfg.EnsureSecretPulledImages {
+		// The manifest is fetched and checked even when its content is
+		// here already: the pull must prove the repository serves it.
+		resolver = newVerifyingResolver(resolver)
+	}
 	opts := []containerd.RemoteOpt{
-		containerd.WithResolver(docker.NewResolver(docker.ResolverOptions{Hosts: hosts})),
+		containerd.WithResolver(resolver),
 		containerd.WithPullUnpack,
 		containerd.WithPullSnapshotter(snapshotter),
 		containerd.WithPullLabels(imageLabels),

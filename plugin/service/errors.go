@@ -138,6 +138,14 @@ func networkClass(err error) (error, bool) {
 	return errdefs.ErrUnavailable, true
 }
 
+// unreachable reports a pull failure that says the registry could not be
+// reached or failed on its side (network error, timeout, 5xx) — not that
+// it refused anything.
+func unreachable(err error) bool {
+	c := class(err)
+	return errors.Is(c, errdefs.ErrUnavailable) || errors.Is(c, context.DeadlineExceeded)
+}
+
 // rejected reports a registry refusing the credential presented, the case
 // where isolation "fallback" tries the next source.
 func rejected(err error) bool {

@@ -39,6 +39,9 @@ func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest
 		}
 		fwd := &runtime.PullImageRequest{Image: imageSpecWithoutCredentials(req.GetImage(), s.cfg.AnnotationPrefix), Auth: forwardAuth(cred, host), SandboxConfig: sandbox}
 		resp, err := s.containerd.cri.PullImage(ctx, fwd)
+		if err == nil && s.cfg.EnsureSecretPulledImages {
+			err = s.verifyForwarded(ctx, ref, resp.GetImageRef(), pa)
+		}
 		if err == nil {
 			return resp.GetImageRef(), nil
 		}

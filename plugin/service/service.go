@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	goruntime "runtime"
 	"sync"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/beam-cloud/b9-resolver/internal/imageaccess"
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
@@ -58,15 +60,14 @@ type Service struct {
 	// credentials registers the Credentials service alone, for
 	// credentials_address.
 	credentials func(*grpc.Server)
-	// accessMu guards pulling and serialises recordPullAccess's
-	// read-modify-write of labels (ensure_secret_pulled_images).
+	// accessMu guards pulling (ensure_secret_pulled_images).
 	accessMu sync.Mutex
 	pulling  map[string]int // names being pulled, by count
 	// images is containerd's image store (k8s.io is set per call).
 	images images.Store
-	// ensureSince is when the service was built: unlabelled image records
-	// created after it are hidden until a pull labels them.
-	ensureSince time.Time
+	// access are the ensure_secret_pulled_images records: who may use
+	// which repository's image (in memory only when ensure is off).
+	access *imageaccess.Store
 }
 
 // Option configures a Service.
@@ -190,7 +191,17 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		containerd: conn,
 		pull:       pull,
 	}
-	svc.images, svc.ensureSince = conn.client.ImageService(), time.Now()
+	svc.images = conn.client.ImageService()
+	// With a state dir the records survive restarts, sealed under a key
+	// derived from the node key.
+	acfg := imageaccess.Config{}
+	if dir := store.StateDir(); dir != "" && s.EnsureSecretPulledImages {
+		acfg.Path, acfg.Key = filepath.Join(dir, imageaccess.FileName), store.ImageAccessKey()
+	}
+	if svc.access, err = imageaccess.Open(context.Background(), acfg); err != nil {
+		svc.Close()
+		return nil, fmt.Errorf("b9-resolver: ensure_secret_pulled_images records: %w", err)
+	}
 	if err := svc.withCredentialsService(store); err != nil {
 		svc.Close()
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
@@ -341,7 +352,11 @@ func (s *Service) Close() error {
 	}
 	wg.Wait()
 	s.keychain.Close()
-	return s.containerd.close()
+	var aerr error
+	if s.access != nil {
+		aerr = s.access.Close()
+	}
+	return errors.Join(aerr, s.containerd.close())
 }
 
 // NodeCredential is the node's own credential for a registry (config
