@@ -130,10 +130,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.file, err = sealedfile.New(cfg.Path, sealKey, fileMagic); err != nil {
 		return nil, err
 	}
+	s.dirty, s.stop, s.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	if err := s.load(ctx); err != nil {
 		return nil, err
 	}
-	s.dirty, s.stop, s.done = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	go s.saveLoop(ctx)
 	return s, nil
 }
@@ -162,10 +162,17 @@ func (s *Store) load(ctx context.Context) error {
 		}
 		log.G(ctx).WithError(err).WithField("moved_to", aside).
 			Warn("b9-resolver: image access records are unreadable with this node key; starting with none")
+		s.changed()
 		return nil
 	}
-	if err != nil || plain == nil {
+	if err != nil {
 		return err
+	}
+	if plain == nil {
+		// A first start: write Since now, so a restart before the first
+		// pull does not move it (and call older images preloaded).
+		s.changed()
+		return nil
 	}
 	var fj fileJSON
 	if err := json.Unmarshal(plain, &fj); err != nil || fj.Version != fileVersion {

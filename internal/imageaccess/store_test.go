@@ -65,6 +65,26 @@ func TestRecordsSurviveRestart(t *testing.T) {
 	}
 }
 
+// Since is kept from the first start, even when no record was made.
+func TestSinceIsKeptFromTheFirstStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName)
+	s, err := Open(t.Context(), Config{Path: path, Key: nodeKey(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := s.Since()
+	s.Close()
+	time.Sleep(2 * time.Millisecond)
+	s, err = Open(t.Context(), Config{Path: path, Key: nodeKey(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if !s.Since().Equal(since) {
+		t.Errorf("Since moved from %v to %v across a restart with no records", since, s.Since())
+	}
+}
+
 // A refused credential leaves the record; open stays open; TTL counts
 // from the last acceptance; bounds evict the least recently verified.
 func TestRecordRules(t *testing.T) {
