@@ -49,6 +49,12 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"credentials_address", Config{Address: "/run/b9/b9.sock", CredentialsAddress: "/run/b9//b9.sock"}},
 		{"credentials_gid", Config{CredentialsAddress: "/run/b9-creds/c.sock", CredentialsGID: -1}},
 		{"state_dir", Config{StateDir: "state"}},
+		{"verification_policy", Config{VerificationPolicy: "Sometimes"}},
+		{"verification_ttl", Config{VerificationTTL: "-1h"}},
+		{"verification_allowlist", Config{VerificationPolicy: "NeverVerifyAllowlistedImages", VerificationAllowlist: []string{"busybox"}}},
+		{"verification_allowlist", Config{VerificationPolicy: "NeverVerifyAllowlistedImages"}},
+		// An allowlist the policy ignores would mislead whoever wrote it.
+		{"verification_allowlist", Config{VerificationAllowlist: []string{"registry.example/base/*"}}},
 	} {
 		_, err := tc.cfg.validate()
 		if err == nil {
