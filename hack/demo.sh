@@ -7,7 +7,9 @@
 # and pulls the image with crictl through the b9 socket — first without a
 # credential (refused), then with the pod annotation
 # b9.beam.cloud/image-credentials. Shows what containerd's CRI then lists,
-# what `ctr-b9 creds` explains, and cleans everything up.
+# what `ctr-b9 creds` explains, pulls again with the credential sealed for
+# the node's key and bound to the pod's namespace (refused in another
+# namespace), and cleans everything up.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -58,6 +60,10 @@ ref=$(sed -n 's/^REF=//p' "$work/registry.out")
 echo "pushed $ref (user demo, password in $work/password)"
 
 bold "2. containerd-b9 under $work (plugin io.containerd.grpc.v1.b9-resolver, pull_mode direct)"
+mkdir -p "$work/identities"
+step "ctr-b9 keygen identities/node.key   # the node's key for sealed documents"
+recipient=$("$root/bin/ctr-b9" keygen "$work/identities/node.key")
+echo "recipient $recipient"
 cat >"$work/config.toml" <<EOF
 version = 3
 root = '$work/root'
@@ -81,6 +87,8 @@ required_plugins = ['io.containerd.grpc.v1.b9-resolver']
   pull_mode = 'direct'
   snapshotter = 'native'
   config_path = '$work/certs.d'
+  [plugins.'io.containerd.grpc.v1.b9-resolver'.sealed]
+    identity_files = ['$work/identities/*.key']
 EOF
 sed -n '/b9-resolver/,$p' "$work/config.toml"
 setsid "$root/bin/containerd-b9" --config "$work/config.toml" --log-level debug >"$work/containerd.log" 2>&1 &
@@ -95,7 +103,7 @@ touch "$work/crictl.yaml"
 cri() { "$crictl" --config "$work/crictl.yaml" -r "unix://$work/containerd.sock" "$@"; }
 pod() {
   cat >"$work/pod.json" <<EOF
-{"metadata": {"name": "demo", "namespace": "default", "uid": "demo-$RANDOM"},
+{"metadata": {"name": "demo", "namespace": "${2:-default}", "uid": "demo-$RANDOM"},
  "annotations": {$1}}
 EOF
 }
@@ -121,7 +129,18 @@ step "ctr-b9 creds --pod-config pod.json $ref"
 bold "7. the plugin's log line for the pull"
 grep 'b9-resolver: pulled image' "$work/containerd.log" | tail -1 | sed 's/^/  /'
 
-leaks=$(cat "$work/containerd.log" "$work/pull.out" "$work/images.out" "$work/creds.out" | grep -c -F "$password" || true)
+bold "8. the same credential sealed for this node and namespace default"
+step "printf 'demo:<password>' | ctr-b9 seal --recipient $recipient --namespace default --not-after 1h"
+sealed=$(printf 'demo:%s' "$password" | "$root/bin/ctr-b9" seal --recipient "$recipient" --namespace default --not-after 1h)
+echo "${sealed:0:72}…  (${#sealed} bytes: what the API server, etcd and crictl inspectp would hold)"
+pod "\"b9.beam.cloud/image-credentials\": \"$sealed\""
+step "crictl -i unix://$work/b9/b9.sock pull --pod-config pod.json $ref"
+cri -i "unix://$work/b9/b9.sock" pull --pod-config "$work/pod.json" "$ref" | tee "$work/sealed.out"
+pod "\"b9.beam.cloud/image-credentials\": \"$sealed\"" other
+step "the same value in a pod of namespace other"
+cri -i "unix://$work/b9/b9.sock" pull --pod-config "$work/pod.json" "$ref" 2>&1 | sed 's/^/  /' | tee -a "$work/sealed.out" || true
+
+leaks=$(cat "$work/containerd.log" "$work/pull.out" "$work/images.out" "$work/creds.out" "$work/sealed.out" | grep -c -F "$password" || true)
 if [ "$leaks" != 0 ]; then
   echo "FAIL: the password appears $leaks times in logs or output" >&2
   exit 1
