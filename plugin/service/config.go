@@ -169,6 +169,14 @@ type Config struct {
 	// get NotFound until their image is pulled again. The plugin defaults
 	// it to its containerd root folder.
 	StateDir string `toml:"state_dir"`
+	// CredentialsMaxRecords bounds the Credentials service's pull records
+	// (per index: refs, host/repository pairs); CredentialsMaxRecordsPerSource
+	// bounds each credential source's share (a pod namespace; the node's
+	// credentials), so one tenant's flood evicts its own records first. A
+	// record whose ref is still on a snapshot is never evicted by them.
+	// 0: the defaults, 4096 and 1024.
+	CredentialsMaxRecords          int `toml:"credentials_max_records"`
+	CredentialsMaxRecordsPerSource int `toml:"credentials_max_records_per_source"`
 	// Sealed configures sealed (age-encrypted, namespace-bound) annotation
 	// documents.
 	Sealed Sealed `toml:"sealed"`
@@ -423,7 +431,8 @@ func checkCloud(s *settings, p *problems) {
 	}
 }
 
-// checkCredentialsService: credentials_address, credentials_gid, state_dir.
+// checkCredentialsService: credentials_address, credentials_gid, state_dir,
+// credentials_max_records[_per_source].
 func checkCredentialsService(s *settings, p *problems) {
 	if a := s.CredentialsAddress; a != "" {
 		p.absPath("credentials_address", "socket path", a)
@@ -433,6 +442,12 @@ func checkCredentialsService(s *settings, p *problems) {
 	}
 	if s.CredentialsGID < 0 {
 		p.add("credentials_gid", "%d is negative", s.CredentialsGID)
+	}
+	if s.CredentialsMaxRecords < 0 {
+		p.add("credentials_max_records", "%d is negative", s.CredentialsMaxRecords)
+	}
+	if s.CredentialsMaxRecordsPerSource < 0 {
+		p.add("credentials_max_records_per_source", "%d is negative", s.CredentialsMaxRecordsPerSource)
 	}
 	if s.StateDir != "" {
 		p.absPath("state_dir", "path", s.StateDir)

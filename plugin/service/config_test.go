@@ -55,6 +55,8 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"verification_allowlist", Config{VerificationPolicy: "NeverVerifyAllowlistedImages"}},
 		// An allowlist the policy ignores would mislead whoever wrote it.
 		{"verification_allowlist", Config{VerificationAllowlist: []string{"registry.example/base/*"}}},
+		{"credentials_max_records", Config{CredentialsMaxRecords: -1}},
+		{"credentials_max_records_per_source", Config{CredentialsMaxRecordsPerSource: -5}},
 	} {
 		_, err := tc.cfg.validate()
 		if err == nil {

@@ -137,7 +137,8 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	// must then be the same after a restart, so the keychain's ref key
 	// comes from the node key. Memory-only records keep the keychain's
 	// random per-process key.
-	store, err := credentials.NewStore(context.Background(), credentials.StoreConfig{StateDir: s.StateDir})
+	store, err := credentials.NewStore(context.Background(), credentials.StoreConfig{StateDir: s.StateDir,
+		MaxRecords: s.CredentialsMaxRecords, MaxRecordsPerSource: s.CredentialsMaxRecordsPerSource})
 	if err != nil {
 		return nil, fmt.Errorf("b9-resolver: credentials service: %w", err)
 	}
