@@ -1,18 +1,12 @@
 package credentials
 
 import (
-	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -20,6 +14,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/nodekey"
+	"github.com/beam-cloud/b9-resolver/internal/sealedfile"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 )
 
@@ -37,13 +32,12 @@ const (
 	stateVersion = 1
 )
 
-// stateFile is the encrypted record file: magic, 12-byte nonce, then the
-// sealed JSON of every record. The whole file is sealed, not just the
-// secrets, so which hosts and repositories a node pulled is not readable
-// either.
+// stateFile is the record file: the JSON of every record, sealed under
+// the node key (internal/sealedfile: magic, nonce, AES-GCM; replaced
+// atomically). The whole file is sealed, not just the secrets, so which
+// hosts and repositories a node pulled is not readable either.
 type stateFile struct {
-	path string
-	aead cipher.AEAD
+	file *sealedfile.File
 	// refKey is the keychain's Credential.Ref key, derived from the node
 	// key so refs in snapshot labels stay valid across restarts.
 	refKey []byte
@@ -74,11 +68,7 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("credentials: %w", err)
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, fmt.Errorf("credentials node key: %w", err)
-	}
-	aead, err := cipher.NewGCM(block)
+	file, err := sealedfile.New(filepath.Join(dir, StateFileName), key, stateMagic)
 	if err != nil {
 		return nil, fmt.Errorf("credentials node key: %w", err)
 	}
@@ -96,7 +86,7 @@ func openState(dir, keyFile string) (*stateFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stateFile{path: filepath.Join(dir, StateFileName), aead: aead, refKey: refKey, fingerprintKey: fpKey, imageAccessKey: accessKey}, nil
+	return &stateFile{file: file, refKey: refKey, fingerprintKey: fpKey, imageAccessKey: accessKey}, nil
 }
 
 // The JSON inside the sealed file.
@@ -133,8 +123,8 @@ type docJSON struct {
 	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
-// save seals recs and replaces the file atomically (temp file, fsync,
-// rename), so a crash leaves the old state or the new, never half of one.
+// save seals recs and replaces the file atomically, so a crash leaves the
+// old state or the new, never half of one.
 func (st *stateFile) save(recs []storedRecord) error {
 	sj := stateJSON{Version: stateVersion, Records: make([]recordJSON, 0, len(recs))}
 	for _, sr := range recs {
@@ -155,33 +145,8 @@ func (st *stateFile) save(recs []storedRecord) error {
 	if err != nil {
 		return fmt.Errorf("credentials state: %w", err)
 	}
-	nonce := make([]byte, st.aead.NonceSize())
-	if _, err := rand.Read(nonce); err != nil {
-		return fmt.Errorf("credentials state: %w", err)
-	}
-	out := make([]byte, 0, len(stateMagic)+len(nonce)+len(plain)+st.aead.Overhead())
-	out = append(out, stateMagic...)
-	out = append(out, nonce...)
-	out = st.aead.Seal(out, nonce, plain, []byte(stateMagic))
-	clear(plain)
-
-	tmp, err := os.CreateTemp(filepath.Dir(st.path), "."+StateFileName+".*")
-	if err != nil {
-		return fmt.Errorf("credentials state: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	// CreateTemp makes 0600 files; say so rather than rely on it.
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("credentials state: %w", err)
-	}
-	_, werr := tmp.Write(out)
-	serr := tmp.Sync()
-	cerr := tmp.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		return fmt.Errorf("credentials state: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), st.path); err != nil {
+	defer clear(plain)
+	if err := st.file.Save(plain); err != nil {
 		return fmt.Errorf("credentials state: %w", err)
 	}
 	return nil
@@ -198,22 +163,18 @@ type loadedRecord struct {
 // open under this key is moved aside (credentials.state.unreadable-<unix>)
 // and nothing is loaded.
 func (st *stateFile) load(ctx context.Context) ([]loadedRecord, error) {
-	data, err := os.ReadFile(st.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("credentials state: %w", err)
-	}
-	sj, err := st.open(data)
-	if err != nil {
-		aside := st.path + ".unreadable-" + strconv.FormatInt(time.Now().Unix(), 10)
-		if rerr := os.Rename(st.path, aside); rerr != nil {
+	sj, err := st.read()
+	if errors.Is(err, errdefs.ErrDataLoss) {
+		aside, rerr := st.file.MoveAside()
+		if rerr != nil {
 			return nil, fmt.Errorf("credentials state: %w (and moving it aside: %w)", err, rerr)
 		}
 		logger(ctx).WithError(err).WithField("moved_to", aside).
 			Warn("credentials state file is unreadable with this node key; starting with no records")
 		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("credentials state: %w", err)
 	}
 	out := make([]loadedRecord, 0, len(sj.Records))
 	for i, rj := range sj.Records {
@@ -232,15 +193,11 @@ func (st *stateFile) load(ctx context.Context) ([]loadedRecord, error) {
 	return out, nil
 }
 
-func (st *stateFile) open(data []byte) (stateJSON, error) {
-	n := st.aead.NonceSize()
-	if len(data) < len(stateMagic)+n || !bytes.Equal(data[:len(stateMagic)], []byte(stateMagic)) {
-		return stateJSON{}, fmt.Errorf("credentials state: not a %q file: %w", stateMagic[:len(stateMagic)-1], errdefs.ErrDataLoss)
-	}
-	nonce := data[len(stateMagic) : len(stateMagic)+n]
-	plain, err := st.aead.Open(nil, nonce, data[len(stateMagic)+n:], []byte(stateMagic))
-	if err != nil {
-		return stateJSON{}, fmt.Errorf("credentials state: does not decrypt with this node key (key replaced or file corrupt): %w", errdefs.ErrDataLoss)
+// read opens and parses the file; no file is no records.
+func (st *stateFile) read() (stateJSON, error) {
+	plain, err := st.file.Load()
+	if err != nil || plain == nil {
+		return stateJSON{}, err
 	}
 	defer clear(plain)
 	var sj stateJSON

@@ -271,7 +271,7 @@ func (s *Store) StateDir() string {
 	if s.state == nil {
 		return ""
 	}
-	return filepath.Dir(s.state.path)
+	return filepath.Dir(s.state.file.Path())
 }
 
 // sameRecord reports whether old already says what r says.
