@@ -1,8 +1,6 @@
 package keychain
 
 import (
-	"container/list"
-	"sync"
 	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
@@ -22,7 +20,9 @@ type cacheKey struct {
 
 func (k cacheKey) String() string { return k.scope + "\x00" + string(k.typ) + "\x00" + k.identity }
 
-// entry is a cached credential and what refreshing it needs.
+// entry is a cached credential and what refreshing it needs. The cache
+// (internal/cache) keeps it until usableUntil; the refresh state is
+// guarded by Keychain.stateMu.
 type entry struct {
 	key  cacheKey
 	cred Credential
@@ -36,47 +36,6 @@ type entry struct {
 	refreshAt  time.Time
 	refreshing bool
 	failures   int
-	elem       *list.Element
 }
 
 func (e *entry) expires() bool { return !e.cred.ExpiresAt.IsZero() }
-
-// lru is a size-bounded map of entries, least recently used evicted first.
-type lru struct {
-	mu    sync.Mutex
-	max   int
-	items map[cacheKey]*entry
-	order *list.List
-}
-
-func newLRU(max int) *lru {
-	return &lru{max: max, items: make(map[cacheKey]*entry), order: list.New()}
-}
-
-func (c *lru) get(k cacheKey) *entry {
-	e := c.items[k]
-	if e != nil {
-		c.order.MoveToFront(e.elem)
-	}
-	return e
-}
-
-func (c *lru) put(e *entry) {
-	if old := c.items[e.key]; old != nil {
-		c.order.Remove(old.elem)
-	}
-	e.elem = c.order.PushFront(e)
-	c.items[e.key] = e
-	for c.order.Len() > c.max {
-		oldest := c.order.Back()
-		c.order.Remove(oldest)
-		delete(c.items, oldest.Value.(*entry).key)
-	}
-}
-
-func (c *lru) remove(k cacheKey) {
-	if e := c.items[k]; e != nil {
-		c.order.Remove(e.elem)
-		delete(c.items, k)
-	}
-}

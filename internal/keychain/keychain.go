@@ -6,13 +6,14 @@ import (
 	crand "crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/beam-cloud/b9-resolver/internal/cache"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
@@ -50,9 +51,11 @@ const SourceNone = "none"
 
 // Keychain resolves credentials through providers, with a shared cache.
 type Keychain struct {
-	providers       map[document.Type]Provider
-	cache           *lru
-	group           singleflight.Group
+	providers map[document.Type]Provider
+	cache     *cache.Cache[cacheKey, *entry]
+	cacheSize int
+	// stateMu guards the refresh state of cached entries.
+	stateMu         sync.Mutex
 	now             func() time.Time
 	refreshFraction float64
 	maxMargin       time.Duration
@@ -77,7 +80,7 @@ func WithProvider(p Provider) Option { return func(k *Keychain) { k.providers[p.
 func WithCacheSize(n int) Option {
 	return func(k *Keychain) {
 		if n > 0 {
-			k.cache = newLRU(n)
+			k.cacheSize = n
 		}
 	}
 }
@@ -132,7 +135,7 @@ func WithMintTimeout(d time.Duration) Option { return func(k *Keychain) { k.mint
 func New(opts ...Option) *Keychain {
 	k := &Keychain{
 		providers:       map[document.Type]Provider{},
-		cache:           newLRU(DefaultCacheSize),
+		cacheSize:       DefaultCacheSize,
 		now:             time.Now,
 		refreshFraction: DefaultRefreshFraction,
 		maxMargin:       DefaultMaxMargin,
@@ -151,6 +154,7 @@ func New(opts ...Option) *Keychain {
 	for _, o := range opts {
 		o(k)
 	}
+	k.cache = cache.New[cacheKey, *entry](k.cacheSize, cache.WithClock(func() time.Time { return k.now() }))
 	if k.refKey == nil {
 		k.refKey = make([]byte, RefKeySize)
 		// crypto/rand.Read never fails (it panics if the OS cannot give
@@ -191,67 +195,54 @@ func (k *Keychain) Resolve(ctx context.Context, reg registry.Registry, doc docum
 		key.scope = s.CacheScope(reg, doc)
 	}
 
-	now := k.now()
-	k.cache.mu.Lock()
-	e := k.cache.get(key)
-	if e != nil && (!e.expires() || now.Before(e.usableUntil)) {
-		cred := e.cred
-		if e.expires() && !e.refreshing && !now.Before(e.refreshAt) {
-			e.refreshing = true
-			go k.refresh(e.key, p, e.reg, e.doc)
-		}
-		k.cache.mu.Unlock()
+	if e, ok := k.cache.Lookup(key); ok {
+		k.refreshIfDue(e, p)
 		metrics.CacheLookup(true)
 		// The cached credential may have been minted for another host of
 		// the same scope, from the same secret under another document (an
 		// other annotation key, another pod); it is presented to this host
 		// on behalf of this document.
+		cred := e.cred
 		cred.Registry, cred.Source = reg, doc.Source
 		return cred, nil
 	}
-	k.cache.mu.Unlock()
 	metrics.CacheLookup(false)
-
-	ch := k.group.DoChan(key.String(), func() (any, error) {
-		// Mint on a context the first caller's cancellation cannot cut
-		// short for the others waiting on it.
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), k.mintTimeout)
+	// One mint for all concurrent misses, on a context no caller's
+	// cancellation cuts short for the others waiting on it.
+	e, err := k.cache.Get(ctx, key, func(ctx context.Context) (*entry, time.Time, error) {
+		ctx, cancel := context.WithTimeout(ctx, k.mintTimeout)
 		defer cancel()
-		return k.mint(mctx, key, p, reg, doc)
+		return k.mint(ctx, key, p, reg, doc)
 	})
-	select {
-	case <-ctx.Done():
-		return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, ctx.Err())
-	case r := <-ch:
-		if r.Err != nil {
-			return Credential{}, r.Err
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil && errors.Is(err, cerr) {
+			return Credential{}, fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err)
 		}
-		cred := r.Val.(Credential)
-		cred.Registry, cred.Source = reg, doc.Source
-		return cred, nil
+		return Credential{}, err
 	}
+	cred := e.cred
+	cred.Registry, cred.Source = reg, doc.Source
+	return cred, nil
 }
 
-// mint calls the provider and caches the result.
-func (k *Keychain) mint(ctx context.Context, key cacheKey, p Provider, reg registry.Registry, doc document.Document) (Credential, error) {
+// mint calls the provider and returns the entry to cache and until when
+// it may be served.
+func (k *Keychain) mint(ctx context.Context, key cacheKey, p Provider, reg registry.Registry, doc document.Document) (*entry, time.Time, error) {
 	start := time.Now()
 	m, err := p.Mint(ctx, reg, doc)
 	metrics.Mint(string(doc.Type), err, time.Since(start))
 	if err != nil {
-		return Credential{}, redactDocument(fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err), doc, reg.Host)
+		return nil, time.Time{}, redactDocument(fmt.Errorf("%s credentials for %s from %s: %w", doc.Type, reg.Host, doc.Source, err), doc, reg.Host)
 	}
 	cred := k.credential(reg, doc, p, m, key)
 	now := k.now()
 	if !cred.Valid(now) {
-		return Credential{}, fmt.Errorf("%s credentials for %s from %s: provider returned a credential that expired at %s: %w",
+		return nil, time.Time{}, fmt.Errorf("%s credentials for %s from %s: provider returned a credential that expired at %s: %w",
 			doc.Type, reg.Host, doc.Source, cred.ExpiresAt.UTC().Format(time.RFC3339), errdefs.ErrUnavailable)
 	}
 	e := &entry{key: key, cred: cred, reg: reg, doc: doc}
 	k.schedule(e, now)
-	k.cache.mu.Lock()
-	k.cache.put(e)
-	k.cache.mu.Unlock()
-	return cred, nil
+	return e, e.usableUntil, nil
 }
 
 // schedule sets the entry's margin and refresh time from its life.
@@ -268,29 +259,43 @@ func (k *Keychain) schedule(e *entry, now time.Time) {
 	e.refreshAt = now.Add(at - k.jitter(life/10))
 }
 
-// refresh re-mints an entry in the background. On failure the entry keeps
-// serving until usableUntil and the refresh is retried with backoff.
-func (k *Keychain) refresh(key cacheKey, p Provider, reg registry.Registry, doc document.Document) {
+// refreshIfDue starts a background refresh of e once its time has come.
+func (k *Keychain) refreshIfDue(e *entry, p Provider) {
+	if !e.expires() {
+		return
+	}
+	now := k.now()
+	k.stateMu.Lock()
+	due := !e.refreshing && !now.Before(e.refreshAt)
+	if due {
+		e.refreshing = true
+	}
+	k.stateMu.Unlock()
+	if due {
+		go k.refresh(e, p)
+	}
+}
+
+// refresh re-mints an entry in the background (sharing a mint a caller
+// already started). On failure the entry keeps serving until usableUntil
+// and the refresh is retried with backoff.
+func (k *Keychain) refresh(e *entry, p Provider) {
 	ctx, cancel := context.WithTimeout(k.bg, k.mintTimeout)
 	defer cancel()
-	_, err, _ := k.group.Do(key.String(), func() (any, error) {
-		return k.mint(ctx, key, p, reg, doc)
+	_, err := k.cache.Fetch(ctx, e.key, func(ctx context.Context) (*entry, time.Time, error) {
+		return k.mint(ctx, e.key, p, e.reg, e.doc)
 	})
 	if err == nil {
 		return
 	}
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	e := k.cache.items[key]
-	if e == nil {
-		return
-	}
+	k.stateMu.Lock()
+	defer k.stateMu.Unlock()
 	e.refreshing = false
 	e.failures++
 	now := k.now()
 	wait := min(minRetry<<min(e.failures, 20), maxRetry, max(e.usableUntil.Sub(now)/2, minRetry))
 	e.refreshAt = now.Add(wait/2 + k.jitter(wait/2))
-	log.G(ctx).WithError(err).WithField("registry", reg.Host).WithField("retry_in", wait).
+	log.G(ctx).WithError(err).WithField("registry", e.reg.Host).WithField("retry_in", wait).
 		Warn("background credential refresh failed; serving the cached credential until it expires")
 }
 
@@ -298,16 +303,15 @@ func (k *Keychain) refresh(key cacheKey, p Provider, reg registry.Registry, doc 
 // the same secret (a newer one minted meanwhile is kept). Call it when a
 // registry rejects c as expired or revoked; the next Resolve re-mints.
 func (k *Keychain) Invalidate(c Credential) {
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	for key, e := range k.cache.items {
-		if e.cred.Ref == c.Ref && e.cred.Secret.Equal(c.Secret) {
-			k.cache.remove(key)
-			if inv, ok := k.providers[e.doc.Type].(Invalidator); ok {
-				inv.Invalidate(e.reg, e.doc)
-			}
+	k.cache.RemoveFunc(func(_ cacheKey, e *entry) bool {
+		if e.cred.Ref != c.Ref || !e.cred.Secret.Equal(c.Secret) {
+			return false
 		}
-	}
+		if inv, ok := k.providers[e.doc.Type].(Invalidator); ok {
+			inv.Invalidate(e.reg, e.doc)
+		}
+		return true
+	})
 }
 
 // Entry is a cached credential as ListCredentials shows it: no secret.
@@ -325,11 +329,10 @@ type Entry struct {
 
 // Entries lists the cache, most recently used first.
 func (k *Keychain) Entries() []Entry {
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	out := make([]Entry, 0, k.cache.order.Len())
-	for el := k.cache.order.Front(); el != nil; el = el.Next() {
-		c := el.Value.(*entry).cred
+	items := k.cache.Items()
+	out := make([]Entry, 0, len(items))
+	for _, it := range items {
+		c := it.Value.cred
 		out = append(out, Entry{
 			Host: c.Registry.Host, Kind: c.Registry.Kind, Type: c.Type, Source: c.Source,
 			Provider: c.Provider, Username: c.Username, Fingerprint: c.SourceFingerprint,

@@ -360,15 +360,14 @@ func TestCacheKeyIsTheFullIdentity(t *testing.T) {
 	if _, err := k.Resolve(t.Context(), reg("r.example.com"), d); err != nil {
 		t.Fatal(err)
 	}
-	k.cache.mu.Lock()
-	defer k.cache.mu.Unlock()
-	for key := range k.cache.items {
-		if key.identity != d.Identity() || len(key.identity) != len("sha256:")+64 {
-			t.Fatalf("cache key source %q, want the document's full identity", key.identity)
+	items := k.cache.Items()
+	for _, it := range items {
+		if it.Key.identity != d.Identity() || len(it.Key.identity) != len("sha256:")+64 {
+			t.Fatalf("cache key source %q, want the document's full identity", it.Key.identity)
 		}
 	}
-	if len(k.cache.items) != 1 {
-		t.Fatalf("%d entries", len(k.cache.items))
+	if len(items) != 1 {
+		t.Fatalf("%d entries", len(items))
 	}
 }
 

@@ -58,7 +58,7 @@ func (s *Service) pullDirect(ctx context.Context, req *runtime.PullImageRequest,
 	}
 	snapshotter := s.snapshotterFor(req)
 	key := named.String() + "\x00" + snapshotter + "\x00" + pa.identity()
-	p, shared, err := s.flights.do(ctx, key, func(ctx context.Context) (pulled, error) {
+	p, shared, err := s.flights.Do(ctx, key, func(ctx context.Context) (pulled, error) {
 		id, err := s.pullAndRegister(ctx, named, ref.Registry.Host, snapshotter, pa)
 		// The pullAuth goes back with a failure too: its record names the
 		// credential the registry refused.

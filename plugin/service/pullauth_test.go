@@ -126,8 +126,10 @@ func TestClass(t *testing.T) {
 	}
 }
 
+// The service's pull flights: one pull for concurrent callers, not
+// cancelled by one caller leaving, cancelled once all have.
 func TestFlightShares(t *testing.T) {
-	var g flightGroup[string]
+	g := newPullFlights[string]()
 	var calls atomic.Int32
 	release := make(chan struct{})
 	fn := func(ctx context.Context) (string, error) {
@@ -146,7 +148,7 @@ func TestFlightShares(t *testing.T) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		_, _, err := g.do(impatient, "k", fn)
+		_, _, err := g.Do(impatient, "k", fn)
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("impatient caller: %v", err)
 		}
@@ -156,7 +158,7 @@ func TestFlightShares(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			v, _, err := g.do(context.Background(), "k", fn)
+			v, _, err := g.Do(context.Background(), "k", fn)
 			if err != nil {
 				t.Errorf("patient caller: %v", err)
 			}
@@ -182,7 +184,7 @@ func TestFlightShares(t *testing.T) {
 	ctx, cancel2 := context.WithCancel(context.Background())
 	stopped := make(chan error, 1)
 	go func() {
-		_, _, _ = g.do(ctx, "k2", func(ctx context.Context) (string, error) {
+		_, _, _ = g.Do(ctx, "k2", func(ctx context.Context) (string, error) {
 			<-ctx.Done()
 			stopped <- ctx.Err()
 			return "", ctx.Err()

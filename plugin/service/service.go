@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/beam-cloud/b9-resolver/internal/cache"
 	"github.com/beam-cloud/b9-resolver/internal/imageaccess"
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/chain"
@@ -47,7 +48,7 @@ type Service struct {
 	// the b9 table's overrides.
 	pull pullSettings
 
-	flights flightGroup[pulled]
+	flights *cache.Group[string, pulled]
 	// resolver makes each direct pull's registry hosts (hosts.toml,
 	// config_path) around one node-wide Authorizer.
 	resolver *resolver.Resolver
@@ -184,6 +185,7 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 		cfg:        s,
 		keychain:   keychain.New(kopts...),
 		node:       nodeChain(s),
+		flights:    newPullFlights[pulled](),
 		resolver: resolver.New(
 			resolver.WithConfigPath(s.ConfigPath),
 			resolver.WithDetector(s.detector),
