@@ -193,8 +193,12 @@ func envProxies() map[string]bool {
 }
 
 // tokenClient is base (the registry host's client: its TLS settings and
-// proxy apply to the realm too) with the policy on every redirect and
-// every connection.
+// proxy apply to the realm too) with the policy on every redirect and, when
+// its transport is an *http.Transport (containerd's hosts.toml hosts and
+// the default), on every connection. Another RoundTripper (an UpdateClient
+// hook's, containerd's http fallback for a host configured as http) cannot
+// be cloned: the realm rule then holds for every name and redirect, and
+// the resolved address is not checked.
 func (p realmPolicy) tokenClient(base *http.Client, credentialed bool) *http.Client {
 	c := &http.Client{Timeout: base.Timeout, Jar: nil, Transport: base.Transport, CheckRedirect: p.checkRedirect(credentialed)}
 	if c.Transport == nil {
