@@ -40,13 +40,15 @@ func writeIdentity(t *testing.T, path string) *age.X25519Identity {
 // opens only in its namespace, before its not_after and on a node holding
 // one of its recipients' identities; sealed.require refuses plain
 // documents; node identities rotate without a restart; and the secret
-// inside appears in no log, crictl or ctr-b9 output, label, metric or
-// file under the node's folders.
+// inside appears in no log, crictl or ctr-b9 output (inspectp of a pod
+// sandbox carrying the annotation, inspecti), label, metric or file under
+// the node's folders (containerd's metadata and the plugin's state).
 func TestSealed(t *testing.T) {
 	binaries(t)
 	pass, admin, plain := canary("sealed"), canary("admin"), canary("plain")
 	reg := registrytest.Start(t, registrytest.WithBasicAuth(),
 		registrytest.WithUser("alice", pass), registrytest.WithUser("admin", admin))
+	sandboxConfig, sandboxEnv, pauseRef := sandboxRuntime(t, reg, "admin", admin)
 	idDir := filepath.Join(shortTempDir(t), "identities")
 	if err := os.Mkdir(idDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -57,7 +59,8 @@ func TestSealed(t *testing.T) {
 	metricsAddr := freeAddr(t)
 	n := newNode(t, nodeConfig{
 		plugin: fmt.Sprintf("  [plugins.'io.containerd.grpc.v1.b9-resolver'.sealed]\n    identity_files = ['%s/*.key']\n", idDir),
-		extra:  fmt.Sprintf("[metrics]\n  address = '%s'\n", metricsAddr),
+		extra:  fmt.Sprintf("[metrics]\n  address = '%s'\n", metricsAddr) + sandboxConfig,
+		env:    sandboxEnv,
 	})
 	n.startStandalone("forward")
 	strict := startRequireSealed(t, n, idDir)
@@ -160,6 +163,19 @@ func TestSealed(t *testing.T) {
 			if p.exited() {
 				t.Errorf("%s restarted or exited during the rotation", p.name)
 			}
+		}
+	})
+
+	// kubelet's RunPodSandbox stores the pod's annotations in containerd's
+	// sandbox store, which crictl inspectp prints: ciphertext only.
+	t.Run("sandbox store", func(t *testing.T) {
+		value := seal("team-a", time.Time{}, mustReadIdentity(t, filepath.Join(idDir, "new.key")))
+		mustSucceed(t, n.pull(n.b9, pauseRef, map[string]string{annKey: basicDoc(reg.Host, "admin", admin)}), "pull the sandbox image")
+		id := n.runPod(t, "team-a", map[string]string{key: value})
+		r := n.crictl(n.containerd, "inspectp", id)
+		mustSucceed(t, r, "crictl inspectp")
+		if !strings.Contains(r.out, value) {
+			t.Errorf("crictl inspectp does not show the sealed annotation:\n%.2000s", r.out)
 		}
 	})
 
