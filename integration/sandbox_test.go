@@ -29,9 +29,6 @@ var (
 func sandboxParts(t *testing.T) (shimDir string, pause []byte) {
 	t.Helper()
 	binaries(t)
-	if _, err := exec.LookPath("runc"); err != nil {
-		t.Skip("runc is not installed; .ci/run installs it")
-	}
 	sandboxOnce.Do(func() {
 		v, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/containerd/containerd/v2").Output()
 		if err != nil {
@@ -79,10 +76,16 @@ func sandboxParts(t *testing.T) (shimDir string, pause []byte) {
 // returns the containerd config lines and the environment that let CRI
 // run host-network sandboxes with runc (the pinned sandbox image, no CNI,
 // cgroupfs), and the image's reference, for the test to pull first.
+// Without runc on PATH it returns no config and pauseRef "": a test runs
+// its sandbox steps only when pauseRef is set.
 func sandboxRuntime(t *testing.T, reg *registrytest.Registry, user, pass string) (config string, env []string, pauseRef string) {
 	t.Helper()
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		t.Log("runc is not installed (.ci/run installs it): no pod sandbox steps")
+		return "", nil, ""
+	}
 	shimDir, pause := sandboxParts(t)
-	runc, _ := exec.LookPath("runc")
 	img, err := imagebuild.Build(imagebuild.Spec{Files: []imagebuild.File{{Path: "/pause", Mode: 0o755, Data: pause}}, Entrypoint: []string{"/pause"}})
 	if err != nil {
 		t.Fatal(err)

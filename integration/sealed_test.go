@@ -169,6 +169,9 @@ func TestSealed(t *testing.T) {
 	// kubelet's RunPodSandbox stores the pod's annotations in containerd's
 	// sandbox store, which crictl inspectp prints: ciphertext only.
 	t.Run("sandbox store", func(t *testing.T) {
+		if pauseRef == "" {
+			t.Skip("runc is not installed; .ci/run installs it")
+		}
 		value := seal("team-a", time.Time{}, mustReadIdentity(t, filepath.Join(idDir, "new.key")))
 		mustSucceed(t, n.pull(n.b9, pauseRef, map[string]string{annKey: basicDoc(reg.Host, "admin", admin)}), "pull the sandbox image")
 		id := n.runPod(t, "team-a", map[string]string{key: value})
