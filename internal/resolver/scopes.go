@@ -6,9 +6,13 @@ import (
 	"sync"
 )
 
-// maxRememberedScopes bounds the scope sets remembered: pods choose the
-// hosts and repositories, and a forgotten entry costs one 401.
-const maxRememberedScopes = 16384
+// Bounds on what is remembered: pods choose the hosts and repositories,
+// registries write the scopes, and a forgotten entry costs one 401.
+const (
+	maxRememberedScopes = 16384 // entries
+	maxExtraScopes      = 8     // scopes per entry
+	maxScopeLen         = 512   // bytes per scope (longer ones are not kept)
+)
 
 // scopeMemory remembers, node-wide, the scopes a host's challenge asked for
 // beyond those of the request it answered: a mirror with override_path
@@ -43,7 +47,7 @@ func (s *scopeMemory) extra(host string, requestScopes []string) []string {
 func (s *scopeMemory) learn(host string, requestScopes, asked []string) {
 	var extra []string
 	for _, x := range asked {
-		if !slices.Contains(requestScopes, x) && !slices.Contains(extra, x) {
+		if len(x) <= maxScopeLen && !slices.Contains(requestScopes, x) && !slices.Contains(extra, x) {
 			extra = append(extra, x)
 		}
 	}
@@ -59,7 +63,7 @@ func (s *scopeMemory) learn(host string, requestScopes, asked []string) {
 	old := s.m[k]
 	merged := slices.Clone(old)
 	for _, x := range extra {
-		if !slices.Contains(merged, x) {
+		if !slices.Contains(merged, x) && len(merged) < maxExtraScopes {
 			merged = append(merged, x)
 		}
 	}

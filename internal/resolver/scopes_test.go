@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
@@ -80,4 +81,24 @@ func TestStaleChallengeIsRelearnt(t *testing.T) {
 		t.Errorf("remembered realm %q, want %q", ch.realm, reg.Realm)
 	}
 	noCanary(t, logs.String())
+}
+
+// A registry writes the scopes: what is remembered per entry is bounded.
+func TestScopeMemoryIsBounded(t *testing.T) {
+	var s scopeMemory
+	req := []string{"repository:a:pull"}
+	var asked []string
+	for i := range 100 {
+		asked = append(asked, fmt.Sprintf("repository:x%d:pull", i))
+	}
+	asked = append(asked, "repository:"+strings.Repeat("y", 4096)+":pull")
+	s.learn("h", req, asked)
+	s.learn("h", req, asked)
+	if got := s.extra("h", req); len(got) != maxExtraScopes {
+		t.Errorf("%d extra scopes remembered, want %d", len(got), maxExtraScopes)
+	}
+	s.learn("h", req, []string{"repository:a:pull"})
+	if got := s.extra("h2", req); got != nil {
+		t.Errorf("another host got %v", got)
+	}
 }
