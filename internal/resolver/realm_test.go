@@ -135,6 +135,20 @@ func TestTokenRequestRedirects(t *testing.T) {
 				Realm: scheme + "://" + net.JoinHostPort(tc.realmHost, port) + "/token", Service: "svc",
 				Scopes: []string{"repository:app:pull"}, Credential: cred,
 			})
+			local127 := strings.Contains(tc.target, "127.0.0.1") || strings.Contains(tc.target, "rebound")
+			if tc.permissionDenied && tc.cred.Secret.IsZero() && local127 {
+				// Control (loopback targets only: tests reach nothing off
+				// 127.0.0.0/8): the same request without the realm rule
+				// follows the redirect, so the test can fail.
+				tok, err := fetchToken(context.Background(), TokenRequest{
+					RegistryScheme: tc.scheme, RegistryHost: tc.registry,
+					Realm: scheme + "://" + net.JoinHostPort(tc.realmHost, port) + "/token", Credential: cred,
+				}, dialAs(rd.Client(), tc.names))
+				if err != nil || tok.Value != "local-service-secret" {
+					t.Fatalf("control: %q, %v; the unguarded client did not reach the local service", tok.Value, err)
+				}
+				local.hits.Store(0)
+			}
 			if !tc.permissionDenied {
 				if err != nil || tok.Value != "local-service-secret" {
 					t.Fatalf("control: %q, %v", tok.Value, err)
