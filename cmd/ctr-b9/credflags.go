@@ -117,14 +117,15 @@ func newKeychain(cmd *cli.Command) (*keychain.Keychain, string, error) {
 		clear(key)
 		keyedBy = fingerprintKeyNode
 	}
-	return cloud.New(cloud.Config{
+	kc, err := cloud.New(cloud.Config{
 		AWSAmbient:            cmd.Bool("aws-ambient"),
 		GCPAmbient:            cmd.Bool("gcp-ambient"),
 		AzureAmbient:          cmd.Bool("azure-ambient"),
 		AzureIdentityClientID: cmd.String("azure-identity-client-id"),
 		GCPKeyDirs:            cmd.StringSlice("gcp-key-dir"),
 		AllowLoopbackTokenURI: cmd.Bool("allow-loopback-token-uri"),
-	}, keychain.WithFingerprintKey(fpKey)), keyedBy, nil
+	}, keychain.WithFingerprintKey(fpKey))
+	return kc, keyedBy, err
 }
 
 // flagSources are the credential sources the flags give, as the plugin

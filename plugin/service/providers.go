@@ -10,7 +10,7 @@ import (
 
 // cloudProviders are the aws, gcp and azure providers as the config sets
 // them up — the same assembly ctr-b9 uses, so both resolve alike.
-func cloudProviders(c Cloud) []keychain.Option {
+func cloudProviders(c Cloud) ([]keychain.Option, error) {
 	return cloud.Options(cloud.Config{
 		AWSAmbient:            slices.Contains(c.Ambient, string(document.TypeAWS)),
 		GCPAmbient:            slices.Contains(c.Ambient, string(document.TypeGCP)),

@@ -128,11 +128,15 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	cloudOpts, err := cloudProviders(s.Cloud)
+	if err != nil {
+		return nil, fmt.Errorf("b9-resolver config: cloud: %w", err)
+	}
 	kopts := append([]keychain.Option{
 		keychain.WithCacheSize(s.CacheSize),
 		keychain.WithRefreshFraction(s.RefreshFraction),
 		keychain.WithMintTimeout(s.mintTimeout),
-	}, cloudProviders(s.Cloud)...)
+	}, cloudOpts...)
 	// The Credentials service's records, opened first: with a state dir
 	// they persist, and the refs they are looked up by (snapshot labels)
 	// must then be the same after a restart, so the keychain's ref key

@@ -73,7 +73,11 @@ func newProvider(e *cloudemu.AWS, opts ...Option) *Provider {
 		WithGetenv(func(string) string { return "" }),
 		WithRetry(fastRetry),
 	}
-	return New(append(base, opts...)...).(*Provider)
+	p, err := New(append(base, opts...)...)
+	if err != nil {
+		panic(err) // the options above are valid; a test's own are its to get right
+	}
+	return p.(*Provider)
 }
 
 func reg(host string) registry.Registry { return registry.Detect(host) }

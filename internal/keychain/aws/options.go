@@ -1,11 +1,13 @@
 package aws
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/containerd/errdefs"
 )
 
 // Endpoints overrides AWS API endpoints (scheme://host[:port]); empty
@@ -15,18 +17,25 @@ type Endpoints struct {
 }
 
 // Option configures the provider.
-type Option func(*Provider)
+type Option func(*Provider) error
 
 // WithEndpoints sets endpoints that win over the environment (tests,
 // ctr-b9 flags).
-func WithEndpoints(e Endpoints) Option { return func(p *Provider) { p.endpoints = e } }
+func WithEndpoints(e Endpoints) Option {
+	return func(p *Provider) error {
+		p.endpoints = e
+		return nil
+	}
+}
 
 // WithHTTPClient sets the client for every AWS call.
 func WithHTTPClient(c *http.Client) Option {
-	return func(p *Provider) {
-		if c != nil {
-			p.hc = c
+	return func(p *Provider) error {
+		if c == nil {
+			return fmt.Errorf("aws.WithHTTPClient: a nil *http.Client: %w", errdefs.ErrInvalidArgument)
 		}
+		p.hc = c
+		return nil
 	}
 }
 
@@ -34,45 +43,63 @@ func WithHTTPClient(c *http.Client) Option {
 // without keys use the node's own identity through the SDK's default chain
 // (environment, shared files, web identity / IRSA, ECS and EC2 instance
 // roles). A pod's document never does. Off by default.
-func WithAmbient(enabled bool) Option { return func(p *Provider) { p.ambient = enabled } }
+func WithAmbient(enabled bool) Option {
+	return func(p *Provider) error {
+		p.ambient = enabled
+		return nil
+	}
+}
 
 // WithGetenv replaces os.Getenv for the endpoint variables (tests).
 func WithGetenv(f func(string) string) Option {
-	return func(p *Provider) {
-		if f != nil {
-			p.getenv = f
+	return func(p *Provider) error {
+		if f == nil {
+			return fmt.Errorf("aws.WithGetenv: a nil function: %w", errdefs.ErrInvalidArgument)
 		}
+		p.getenv = f
+		return nil
 	}
 }
 
 // WithRetry sets how throttled and failing calls are retried.
-func WithRetry(r keychain.RetryPolicy) Option { return func(p *Provider) { p.retry = r } }
+func WithRetry(r keychain.RetryPolicy) Option {
+	return func(p *Provider) error {
+		p.retry = r
+		return nil
+	}
+}
 
 // WithRoleSessionName sets the RoleSessionName of AssumeRole calls, which
 // CloudTrail shows; default "b9-resolver".
 func WithRoleSessionName(name string) Option {
-	return func(p *Provider) {
-		if name != "" {
-			p.sessionName = name
+	return func(p *Provider) error {
+		if name == "" {
+			return fmt.Errorf("aws.WithRoleSessionName: an empty session name: %w", errdefs.ErrInvalidArgument)
 		}
+		p.sessionName = name
+		return nil
 	}
 }
 
 // WithRoleDuration sets the life asked for assumed-role sessions.
 func WithRoleDuration(d time.Duration) Option {
-	return func(p *Provider) {
-		if d > 0 {
-			p.roleDuration = d
+	return func(p *Provider) error {
+		if d <= 0 {
+			return fmt.Errorf("aws.WithRoleDuration: a duration that is not positive: %w", errdefs.ErrInvalidArgument)
 		}
+		p.roleDuration = d
+		return nil
 	}
 }
 
 // WithMaxSessions bounds the cached assumed-role sessions.
 func WithMaxSessions(n int) Option {
-	return func(p *Provider) {
-		if n > 0 {
-			p.sessions.max = n
+	return func(p *Provider) error {
+		if n <= 0 {
+			return fmt.Errorf("aws.WithMaxSessions: a bound that is not positive: %w", errdefs.ErrInvalidArgument)
 		}
+		p.sessions.max = n
+		return nil
 	}
 }
 

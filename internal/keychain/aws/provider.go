@@ -36,12 +36,14 @@ var (
 )
 
 // New returns the provider for type aws.
-func New(opts ...Option) keychain.Provider {
+func New(opts ...Option) (keychain.Provider, error) {
 	p := defaults()
 	for _, o := range opts {
-		o(p)
+		if err := o(p); err != nil {
+			return nil, err
+		}
 	}
-	return p
+	return p, nil
 }
 
 func (*Provider) Type() document.Type { return document.TypeAWS }

@@ -255,8 +255,11 @@ func TestEndpointResolution(t *testing.T) {
 		t.Run(tt.host, func(t *testing.T) {
 			t.Parallel()
 			e := newEmu(t)
-			p := New(WithHTTPClient(&http.Client{Transport: cloudemu.Redirect(e.URL, nil)}),
+			p, err := New(WithHTTPClient(&http.Client{Transport: cloudemu.Redirect(e.URL, nil)}),
 				WithGetenv(func(string) string { return "" }), WithRetry(fastRetry))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if _, err := p.Mint(context.Background(), reg(tt.host), staticDoc(t, "AWS_ROLE_ARN", roleARN)); err != nil {
 				t.Fatalf("Mint: %v", err)
 			}
@@ -304,8 +307,11 @@ func TestEndpointEnvironment(t *testing.T) {
 				}
 				return http.DefaultTransport.RoundTrip(r)
 			})}
-			p := New(WithGetenv(env), WithHTTPClient(hc), WithRetry(fastRetry))
-			_, err := p.Mint(context.Background(), reg(tt.host), staticDoc(t))
+			p, err := New(WithGetenv(env), WithHTTPClient(hc), WithRetry(fastRetry))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Mint(context.Background(), reg(tt.host), staticDoc(t))
 			if (err == nil) != tt.ok {
 				t.Fatalf("Mint error %v, want ok=%v", err, tt.ok)
 			}
@@ -319,7 +325,7 @@ func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { retu
 
 func TestCacheScope(t *testing.T) {
 	t.Parallel()
-	p := New()
+	p, _ := New()
 	s := p.(interface {
 		CacheScope(registry.Registry, document.Document) string
 	})
@@ -361,3 +367,19 @@ func TestSessionCacheBounded(t *testing.T) {
 
 // DefaultRetryForTest is the production policy; named so the test says it.
 func DefaultRetryForTest() keychain.RetryPolicy { return defaults().retry }
+
+// Options given a value they cannot use refuse it, naming the option,
+// rather than keep the default silently.
+func TestBadOptionsAreErrors(t *testing.T) {
+	for name, o := range map[string]Option{
+		"aws.WithHTTPClient":      WithHTTPClient(nil),
+		"aws.WithGetenv":          WithGetenv(nil),
+		"aws.WithRoleSessionName": WithRoleSessionName(""),
+		"aws.WithRoleDuration":    WithRoleDuration(0),
+		"aws.WithMaxSessions":     WithMaxSessions(-1),
+	} {
+		if _, err := New(o); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v, want InvalidArgument naming it", name, err)
+		}
+	}
+}

@@ -50,7 +50,11 @@ func newEmu(tb testing.TB) *cloudemu.Azure {
 func newProvider(z *cloudemu.Azure, opts ...Option) *Provider {
 	base := []Option{WithHTTPClient(z.Client()), WithAuthorityHost(z.URL), WithRetry(fastRetry),
 		WithGetenv(func(string) string { return "" })}
-	return New(append(base, opts...)...).(*Provider)
+	p, err := New(append(base, opts...)...)
+	if err != nil {
+		panic(err) // the options above are valid; a test's own are its to get right
+	}
+	return p.(*Provider)
 }
 
 // acr is the emulator's registry as an ACR of a cloud.

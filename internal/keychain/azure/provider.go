@@ -33,13 +33,15 @@ type Provider struct {
 var _ keychain.Provider = (*Provider)(nil)
 
 // New returns the provider for type azure.
-func New(opts ...Option) keychain.Provider {
+func New(opts ...Option) (keychain.Provider, error) {
 	p := defaults()
 	for _, o := range opts {
-		o(p)
+		if err := o(p); err != nil {
+			return nil, err
+		}
 	}
 	p.imdsHC = keychain.WithoutProxy(p.hc)
-	return p
+	return p, nil
 }
 
 func (*Provider) Type() document.Type { return document.TypeAzure }

@@ -244,7 +244,8 @@ func TestThrottleRecovers(t *testing.T) {
 
 func TestRefreshExpiryWithoutExp(t *testing.T) {
 	t.Parallel()
-	p := New().(*Provider)
+	np, _ := New()
+	p := np.(*Provider)
 	now := time.Now()
 	for _, tok := range []string{"opaque", "a.b.c", "a." + "eyJub3QiOiJleHAifQ" + ".c"} {
 		if d := p.refreshExpiry(tok).Sub(now); d < DefaultRefreshTokenLife-time.Second || d > DefaultRefreshTokenLife+time.Second {
@@ -254,5 +255,17 @@ func TestRefreshExpiryWithoutExp(t *testing.T) {
 	// {"exp":2000000000}
 	if got := p.refreshExpiry("h.eyJleHAiOjIwMDAwMDAwMDB9.s"); got.Unix() != 2000000000 {
 		t.Errorf("exp read as %v", got)
+	}
+}
+
+// Options given a value they cannot use refuse it, naming the option.
+func TestBadOptionsAreErrors(t *testing.T) {
+	for name, o := range map[string]Option{
+		"azure.WithHTTPClient": WithHTTPClient(nil),
+		"azure.WithGetenv":     WithGetenv(nil),
+	} {
+		if _, err := New(o); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v, want InvalidArgument naming it", name, err)
+		}
 	}
 }

@@ -36,8 +36,9 @@ type Config struct {
 	AllowLoopbackTokenURI bool
 }
 
-// Options returns keychain options that add the cloud providers.
-func Options(c Config) []keychain.Option {
+// Options returns keychain options that add the cloud providers; an error
+// names the option c made that a provider refused.
+func Options(c Config) ([]keychain.Option, error) {
 	gopts := []gcp.Option{gcp.WithAmbient(c.GCPAmbient)}
 	if len(c.GCPKeyDirs) > 0 {
 		gopts = append(gopts, gcp.WithKeyFileDirs(c.GCPKeyDirs...))
@@ -45,14 +46,26 @@ func Options(c Config) []keychain.Option {
 	if c.AllowLoopbackTokenURI {
 		gopts = append(gopts, gcp.WithTokenURICheck(gcp.LoopbackOrGoogleTokenURI))
 	}
-	return []keychain.Option{
-		keychain.WithProvider(aws.New(aws.WithAmbient(c.AWSAmbient))),
-		keychain.WithProvider(gcp.New(gopts...)),
-		keychain.WithProvider(azure.New(azure.WithAmbient(c.AzureAmbient), azure.WithIdentityClientID(c.AzureIdentityClientID))),
+	a, err := aws.New(aws.WithAmbient(c.AWSAmbient))
+	if err != nil {
+		return nil, err
 	}
+	g, err := gcp.New(gopts...)
+	if err != nil {
+		return nil, err
+	}
+	z, err := azure.New(azure.WithAmbient(c.AzureAmbient), azure.WithIdentityClientID(c.AzureIdentityClientID))
+	if err != nil {
+		return nil, err
+	}
+	return []keychain.Option{keychain.WithProvider(a), keychain.WithProvider(g), keychain.WithProvider(z)}, nil
 }
 
 // New returns a keychain with every provider, configured by c, plus opts.
-func New(c Config, opts ...keychain.Option) *keychain.Keychain {
-	return keychain.New(append(Options(c), opts...)...)
+func New(c Config, opts ...keychain.Option) (*keychain.Keychain, error) {
+	copts, err := Options(c)
+	if err != nil {
+		return nil, err
+	}
+	return keychain.New(append(copts, opts...)...), nil
 }

@@ -28,15 +28,25 @@ func TestEveryTypeHasAProvider(t *testing.T) {
 		if _, err := keychain.New().Resolve(t.Context(), reg, d[0]); !errdefs.IsNotImplemented(err) {
 			t.Fatalf("%s: bare keychain err = %v, want NotImplemented", typ, err)
 		}
-		_, err = New(Config{}).Resolve(t.Context(), reg, d[0])
+		_, err = mustNew(t).Resolve(t.Context(), reg, d[0])
 		if errdefs.IsNotImplemented(err) {
 			t.Errorf("%s: node keychain has no provider: %v", typ, err)
 		}
 	}
 	// A raw GCP token mints without any network.
 	d, _ := document.Parse("test", docs[document.TypeGCP], "")
-	c, err := New(Config{}).Resolve(t.Context(), registry.Detect("us-docker.pkg.dev"), d[0])
+	c, err := mustNew(t).Resolve(t.Context(), registry.Detect("us-docker.pkg.dev"), d[0])
 	if err != nil || c.Username != "oauth2accesstoken" || c.ExpiresAt.IsZero() {
 		t.Fatalf("gcp access token: %+v %v", c, err)
 	}
+}
+
+func mustNew(t *testing.T) *keychain.Keychain {
+	t.Helper()
+	k, err := New(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(k.Close)
+	return k
 }

@@ -40,7 +40,11 @@ func keyDoc(tb testing.TB, key []byte) document.Document {
 
 func newProvider(opts ...Option) *Provider {
 	base := []Option{WithTokenURICheck(LoopbackOrGoogleTokenURI), WithRetry(fastRetry)}
-	return New(append(base, opts...)...).(*Provider)
+	p, err := New(append(base, opts...)...)
+	if err != nil {
+		panic(err) // the options above are valid; a test's own are its to get right
+	}
+	return p.(*Provider)
 }
 
 func reg(host string) registry.Registry { return registry.Detect(host) }

@@ -1,6 +1,7 @@
 package gcp
 
 import (
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/containerd/errdefs"
 )
 
 // Defaults.
@@ -25,14 +27,16 @@ const (
 )
 
 // Option configures the provider.
-type Option func(*Provider)
+type Option func(*Provider) error
 
 // WithHTTPClient sets the client for token and metadata requests.
 func WithHTTPClient(c *http.Client) Option {
-	return func(p *Provider) {
-		if c != nil {
-			p.hc = c
+	return func(p *Provider) error {
+		if c == nil {
+			return fmt.Errorf("gcp.WithHTTPClient: a nil *http.Client: %w", errdefs.ErrInvalidArgument)
 		}
+		p.hc = c
+		return nil
 	}
 }
 
@@ -40,44 +44,70 @@ func WithHTTPClient(c *http.Client) Option {
 // without a key or token use the node's metadata-server identity
 // (GCE_METADATA_HOST redirects it). A pod's document never does. Off by
 // default.
-func WithAmbient(enabled bool) Option { return func(p *Provider) { p.ambient = enabled } }
+func WithAmbient(enabled bool) Option {
+	return func(p *Provider) error {
+		p.ambient = enabled
+		return nil
+	}
+}
 
 // WithScopes sets the OAuth scopes asked for with a service-account key.
 func WithScopes(scopes ...string) Option {
-	return func(p *Provider) {
-		if len(scopes) > 0 {
-			p.scopes = scopes
+	return func(p *Provider) error {
+		if len(scopes) == 0 {
+			return fmt.Errorf("gcp.WithScopes: no scopes: %w", errdefs.ErrInvalidArgument)
 		}
+		p.scopes = scopes
+		return nil
 	}
 }
 
 // WithRetry sets how throttled and failing calls are retried.
-func WithRetry(r keychain.RetryPolicy) Option { return func(p *Provider) { p.retry = r } }
+func WithRetry(r keychain.RetryPolicy) Option {
+	return func(p *Provider) error {
+		p.retry = r
+		return nil
+	}
+}
 
 // WithMinTokenLife sets the least remaining life of a usable token.
-func WithMinTokenLife(d time.Duration) Option { return func(p *Provider) { p.minLife = d } }
+func WithMinTokenLife(d time.Duration) Option {
+	return func(p *Provider) error {
+		p.minLife = d
+		return nil
+	}
+}
 
 // WithAccessTokenLife sets the life assumed for a bare GCP_ACCESS_TOKEN.
 func WithAccessTokenLife(d time.Duration) Option {
-	return func(p *Provider) {
-		if d > 0 {
-			p.accessTokenLife = d
+	return func(p *Provider) error {
+		if d <= 0 {
+			return fmt.Errorf("gcp.WithAccessTokenLife: a life that is not positive: %w", errdefs.ErrInvalidArgument)
 		}
+		p.accessTokenLife = d
+		return nil
 	}
 }
 
 // WithKeyFileDirs lets GOOGLE_APPLICATION_CREDENTIALS name key files under
 // these directories. None by default: a tenant's path could otherwise name
 // the node's own key.
-func WithKeyFileDirs(dirs ...string) Option { return func(p *Provider) { p.keyDirs = dirs } }
+func WithKeyFileDirs(dirs ...string) Option {
+	return func(p *Provider) error {
+		p.keyDirs = dirs
+		return nil
+	}
+}
 
 // WithTokenURICheck replaces the check of a key's token_uri (default
 // GoogleTokenURI).
 func WithTokenURICheck(ok func(*url.URL) bool) Option {
-	return func(p *Provider) {
-		if ok != nil {
-			p.tokenURIOK = ok
+	return func(p *Provider) error {
+		if ok == nil {
+			return fmt.Errorf("gcp.WithTokenURICheck: a nil check: %w", errdefs.ErrInvalidArgument)
 		}
+		p.tokenURIOK = ok
+		return nil
 	}
 }
 

@@ -35,14 +35,16 @@ var (
 )
 
 // New returns the provider for type gcp.
-func New(opts ...Option) keychain.Provider {
+func New(opts ...Option) (keychain.Provider, error) {
 	p := defaults()
 	p.now = time.Now
 	for _, o := range opts {
-		o(p)
+		if err := o(p); err != nil {
+			return nil, err
+		}
 	}
 	p.metadataHC = keychain.WithoutProxy(p.hc)
-	return p
+	return p, nil
 }
 
 func (*Provider) Type() document.Type { return document.TypeGCP }

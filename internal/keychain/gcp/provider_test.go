@@ -310,3 +310,17 @@ func TestKeyChecksDoNotEchoTheKey(t *testing.T) {
 	}
 	assertNoSecrets(t, key, err.Error())
 }
+
+// Options given a value they cannot use refuse it, naming the option.
+func TestBadOptionsAreErrors(t *testing.T) {
+	for name, o := range map[string]Option{
+		"gcp.WithHTTPClient":      WithHTTPClient(nil),
+		"gcp.WithScopes":          WithScopes(),
+		"gcp.WithAccessTokenLife": WithAccessTokenLife(-time.Second),
+		"gcp.WithTokenURICheck":   WithTokenURICheck(nil),
+	} {
+		if _, err := New(o); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v, want InvalidArgument naming it", name, err)
+		}
+	}
+}

@@ -84,11 +84,11 @@ func Start(tb testing.TB) *Env {
 	noEnv := func(string) string { return "" }
 	fast := keychain.RetryPolicy{Attempts: 2, Base: time.Millisecond, Max: 2 * time.Millisecond}
 	e.KeychainOptions = []keychain.Option{
-		keychain.WithProvider(aws.New(aws.WithEndpoints(aws.Endpoints{ECR: e.AWS.URL, ECRPublic: e.AWS.URL, STS: e.AWS.URL}),
-			aws.WithGetenv(noEnv), aws.WithRetry(fast))),
-		keychain.WithProvider(gcp.New(gcp.WithTokenURICheck(gcp.LoopbackOrGoogleTokenURI), gcp.WithRetry(fast))),
-		keychain.WithProvider(azure.New(azure.WithHTTPClient(e.Azure.Client()), azure.WithAuthorityHost(e.Azure.URL),
-			azure.WithGetenv(noEnv), azure.WithRetry(fast))),
+		keychain.WithProvider(must(aws.New(aws.WithEndpoints(aws.Endpoints{ECR: e.AWS.URL, ECRPublic: e.AWS.URL, STS: e.AWS.URL}),
+			aws.WithGetenv(noEnv), aws.WithRetry(fast)))),
+		keychain.WithProvider(must(gcp.New(gcp.WithTokenURICheck(gcp.LoopbackOrGoogleTokenURI), gcp.WithRetry(fast)))),
+		keychain.WithProvider(must(azure.New(azure.WithHTTPClient(e.Azure.Client()), azure.WithAuthorityHost(e.Azure.URL),
+			azure.WithGetenv(noEnv), azure.WithRetry(fast)))),
 	}
 	return e
 }
@@ -287,4 +287,13 @@ func base64Patterns(enc *base64.Encoding, c string) []string {
 		}
 	}
 	return out
+}
+
+// must panics on a provider the fixed, valid options above cannot fail to
+// build.
+func must(p keychain.Provider, err error) keychain.Provider {
+	if err != nil {
+		panic(err)
+	}
+	return p
 }
