@@ -33,6 +33,7 @@ func TestCheckRealm(t *testing.T) {
 		// The registry's own name may resolve to loopback (its realm is
 		// then served where the registry is).
 		{"https://registry.example.com/token", "https", "registry.example.com", true},
+		{"https://localhost:9999/token", "https", "localhost.example.com", false},
 		{"http://169.254.169.254/latest/meta-data/iam", "http", "registry.example.com", false},
 		{"https://metadata.google.internal/computeMetadata/v1/", "https", "registry.example.com", false},
 		{"https://[fd00:ec2::254]/latest/", "https", "registry.example.com", false},

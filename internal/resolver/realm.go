@@ -30,10 +30,14 @@ type realmPolicy struct {
 // interface (by name or address): only then may its token endpoint be.
 func (p realmPolicy) loopback() bool { return docker.IsLocalhost(p.host) }
 
-// ownName reports whether hostname is the registry's own host name: a
-// realm there is served by whatever the registry's name resolves to.
+// ownName reports whether hostname is the registry's own host name and
+// the registry uses TLS: a realm there is served by whatever the
+// registry's name resolves to, and over TLS (the only way an https
+// registry's realm is reached) only a server holding a certificate for
+// the name answers, so a name rebound to a local port gains nothing. A
+// plain-http registry's name gets no such exemption.
 func (p realmPolicy) ownName(hostname string) bool {
-	return strings.EqualFold(strings.TrimSuffix(hostname, "."), origin.OfHost(p.scheme, p.host).Host)
+	return p.scheme == "https" && strings.EqualFold(strings.TrimSuffix(hostname, "."), origin.OfHost(p.scheme, p.host).Host)
 }
 
 // realmRule refuses a token endpoint URL, or returns nil.
