@@ -48,3 +48,31 @@ func TestTypedErrors(t *testing.T) {
 	}
 	noCanary(t, logs.String())
 }
+
+// A refused credential is named by its source and provider, never by a
+// value of its document: neither the error nor a log line (at trace
+// level) quotes the username, raw or escaped.
+func TestRefusalsQuoteNoDocumentValue(t *testing.T) {
+	ctx, logs := testContext(t)
+	const user = "q7user-canary-z9"
+	token := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithUser("bob", bobPass, "bob/app"))
+	img := token.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
+	basic := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("bob", bobPass))
+	bimg := basic.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
+	kc := keychain.New()
+	defer kc.Close()
+	for _, ref := range []string{img.Ref, bimg.Ref} {
+		err := pull(ctx, New().Hosts(FromKeychain(kc, docs(t, [3]string{"", user, "wrong-password"}))), ref, newStore(t))
+		if err == nil {
+			t.Fatalf("%s: a wrong password pulled", ref)
+		}
+		if !strings.Contains(err.Error(), "image-credentials.test0") {
+			t.Errorf("%s: %v does not name the document's source", ref, err)
+		}
+		for _, text := range []string{err.Error(), logs.String()} {
+			if strings.Contains(text, user) || strings.Contains(text, strings.ReplaceAll(user, "-", `\u002d`)) {
+				t.Errorf("%s: the username is quoted:\n%s", ref, text)
+			}
+		}
+	}
+}

@@ -265,7 +265,8 @@ func StatusClass(code int) error {
 }
 
 // describeSource says where a credential came from, for messages: source
-// and provider, and the username (not secret); never the secret.
+// and provider. Never the secret, nor the username: it is a value read
+// from the tenant's document, and no message quotes one.
 func describeSource(c keychain.Credential) string {
 	if c.Anonymous {
 		if c.Source == "" || c.Source == keychain.SourceNone {
@@ -279,9 +280,6 @@ func describeSource(c keychain.Credential) string {
 	}
 	if c.Provider != "" {
 		s += ", " + c.Provider
-	}
-	if c.Username != "" {
-		s += fmt.Sprintf(", user %q", c.Username)
 	}
 	return s
 }
