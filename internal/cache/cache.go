@@ -185,16 +185,27 @@ func (c *Cache[K, V]) Get(ctx context.Context, key K, fetch Fetcher[V]) (V, erro
 	if v, ok := c.Lookup(key); ok {
 		return v, nil
 	}
-	return c.Fetch(ctx, key, fetch)
+	return c.fetch(ctx, key, fetch, true)
 }
 
 // Fetch is Get without the lookup: it fetches (or joins the running fetch
 // of key) and stores the result, whatever the cache holds — a refresh.
 func (c *Cache[K, V]) Fetch(ctx context.Context, key K, fetch Fetcher[V]) (V, error) {
+	return c.fetch(ctx, key, fetch, false)
+}
+
+// fetch runs fetch once for key's concurrent callers; with recheck, a
+// value a fetch that just finished stored is taken instead.
+func (c *Cache[K, V]) fetch(ctx context.Context, key K, fetch Fetcher[V], recheck bool) (V, error) {
 	c.mu.Lock()
 	gen := c.gen
 	c.mu.Unlock()
 	v, _, err := c.group.Do(ctx, fetchKey[K]{key, gen}, func(ctx context.Context) (V, error) {
+		if recheck {
+			if v, ok := c.Lookup(key); ok {
+				return v, nil
+			}
+		}
 		v, expires, err := fetch(ctx)
 		if err == nil {
 			c.add(key, v, expires, &gen)

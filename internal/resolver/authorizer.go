@@ -14,7 +14,6 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/errdefs"
 	"github.com/containerd/log"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
@@ -46,7 +45,7 @@ type Authorizer struct {
 	challenges   challenges
 	scopes       scopeMemory
 	tokens       *tokenCache
-	group        singleflight.Group
+	tokenCap     int
 	now          func() time.Time
 	maxMargin    time.Duration
 	fetchTimeout time.Duration
@@ -63,7 +62,7 @@ type AuthorizerOption func(*Authorizer)
 func WithTokenCacheSize(n int) AuthorizerOption {
 	return func(a *Authorizer) {
 		if n > 0 {
-			a.tokens = newTokenCache(n)
+			a.tokenCap = n
 		}
 	}
 }
@@ -87,7 +86,7 @@ func WithClientID(id string) AuthorizerOption { return func(a *Authorizer) { a.c
 // NewAuthorizer returns an empty Authorizer.
 func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
 	a := &Authorizer{
-		tokens:       newTokenCache(DefaultTokenCacheSize),
+		tokenCap:     DefaultTokenCacheSize,
 		now:          time.Now,
 		maxMargin:    DefaultMaxTokenMargin,
 		fetchTimeout: DefaultFetchTimeout,
@@ -96,6 +95,7 @@ func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
 	for _, o := range opts {
 		o(a)
 	}
+	a.tokens = newTokenCache(a.tokenCap, func() time.Time { return a.now() })
 	return a
 }
 
@@ -103,7 +103,7 @@ func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
 func (a *Authorizer) TokenFetches() int64 { return a.fetches.Load() }
 
 // CachedTokens is the number of tokens in the cache.
-func (a *Authorizer) CachedTokens() int { return a.tokens.len() }
+func (a *Authorizer) CachedTokens() int { return a.tokens.Len() }
 
 // Binding is what one host of one pull needs from its caller.
 type Binding struct {
@@ -285,7 +285,7 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 func (h *hostAuthorizer) bearer(ctx context.Context, ch challenge, rc *resolved, now time.Time) (string, error) {
 	scopes := docker.GetTokenScopes(ctx, h.a.scopes.extra(h.b.Host, docker.GetTokenScopes(ctx, nil)))
 	key := tokenKey{host: h.b.Host, scopes: strings.Join(scopes, " "), cred: rc.fp}
-	if v, ok := h.a.tokens.get(key, now); ok {
+	if v, ok := h.a.tokens.Lookup(key); ok {
 		return v, nil
 	}
 	v, err := h.a.fetch(ctx, key, h.tokenRequest(ch, scopes, rc.cred))
@@ -311,37 +311,27 @@ func (h *hostAuthorizer) tokenRequest(ch challenge, scopes []string, cred keycha
 	}
 }
 
-// fetch gets a token for key once for all concurrent callers and caches it.
+// fetch gets a token for key once for all concurrent callers and caches
+// it until a margin before its expiry. One caller's cancellation ends only
+// its own wait.
 func (a *Authorizer) fetch(ctx context.Context, key tokenKey, tr TokenRequest) (string, error) {
-	ch := a.group.DoChan(key.String(), func() (any, error) {
-		// A flight that just finished may have cached it.
-		if v, ok := a.tokens.get(key, a.now()); ok {
-			return v, nil
-		}
-		// The first caller's cancellation must not fail the others.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), a.fetchTimeout)
+	v, err := a.tokens.Get(ctx, key, func(fctx context.Context) (string, time.Time, error) {
+		fctx, cancel := context.WithTimeout(fctx, a.fetchTimeout)
 		defer cancel()
 		p := realmPolicy{scheme: tr.RegistryScheme, host: tr.RegistryHost}
 		tok, err := fetchToken(fctx, tr, a.clients.get(tr.Client, p, credentialed(tr.Credential)))
 		metrics.TokenFetch(err)
 		if err != nil {
-			return nil, err
+			return "", time.Time{}, err
 		}
 		a.fetches.Add(1)
-		e := &tokenEntry{key: key, header: "Bearer " + tok.Value}
-		e.expiresAt, e.usableUntil = lifetimes(a.now(), tok.Life, a.maxMargin)
-		a.tokens.put(e)
-		return e.header, nil
+		_, usableUntil := lifetimes(a.now(), tok.Life, a.maxMargin)
+		return "Bearer " + tok.Value, usableUntil, nil
 	})
-	select {
-	case <-ctx.Done():
-		return "", fmt.Errorf("token for %s: %w", tr.RegistryHost, ctx.Err())
-	case r := <-ch:
-		if r.Err != nil {
-			return "", r.Err
-		}
-		return r.Val.(string), nil
+	if cerr := ctx.Err(); err != nil && cerr != nil && errors.Is(err, cerr) {
+		return "", fmt.Errorf("token for %s: %w", tr.RegistryHost, err)
 	}
+	return v, err
 }
 
 // invalidateCredential forgets rc here and reports it to Credentials.
@@ -412,7 +402,7 @@ func (h *hostAuthorizer) AddResponses(ctx context.Context, responses []*http.Res
 
 	// The registry rejected what was sent: forget it, so the retry (and
 	// every other pull) uses a fresh token and credential.
-	h.a.tokens.removeHeader(h.b.Host, sent)
+	removeHeader(h.a.tokens, h.b.Host, sent)
 	h.mu.Lock()
 	rc := h.cred
 	h.mu.Unlock()

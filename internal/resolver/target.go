@@ -52,7 +52,7 @@ func (h *hostAuthorizer) learnTarget(ctx context.Context, responses []*http.Resp
 		h.a.scopes.learn(key, docker.GetTokenScopes(ctx, nil), strings.Fields(p.scope))
 	}
 	if sent := req.Header.Get("Authorization"); sent != "" {
-		h.a.tokens.removeHeader(key, sent)
+		removeHeader(h.a.tokens, key, sent)
 	}
 	return nil
 }
@@ -68,7 +68,7 @@ func (h *hostAuthorizer) authorizeTarget(ctx context.Context, req *http.Request)
 	}
 	scopes := docker.GetTokenScopes(ctx, h.a.scopes.extra(key, docker.GetTokenScopes(ctx, nil)))
 	tk := tokenKey{host: key, scopes: strings.Join(scopes, " "), cred: "anonymous"}
-	v, ok := h.a.tokens.get(tk, h.a.now())
+	v, ok := h.a.tokens.Lookup(tk)
 	if !ok {
 		var err error
 		v, err = h.a.fetch(ctx, tk, TokenRequest{

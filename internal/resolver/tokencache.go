@@ -1,8 +1,6 @@
 package resolver
 
 import (
-	"container/list"
-	"sync"
 	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/cache"
@@ -23,96 +21,21 @@ type tokenKey struct {
 	cred   string
 }
 
-func (k tokenKey) String() string { return k.host + "\x00" + k.scopes + "\x00" + k.cred }
+// tokenCache is the bounded, expiring cache of "Bearer <token>" headers
+// shared by all pulls: a token is served until a margin before its expiry
+// (lifetimes), the least recently used goes first, and a missing one is
+// fetched once for all concurrent requests.
+type tokenCache = cache.Cache[tokenKey, string]
 
-type tokenEntry struct {
-	key tokenKey
-	// header is the ready Authorization value ("Bearer ..."), built once.
-	header      string
-	expiresAt   time.Time
-	usableUntil time.Time
+func newTokenCache(max int, now func() time.Time) *tokenCache {
+	return cache.New[tokenKey, string](max, cache.WithClock(now))
 }
 
-// tokenCache is a bounded LRU of bearer tokens shared by all pulls.
-type tokenCache struct {
-	mu    sync.Mutex
-	max   int
-	m     map[tokenKey]*list.Element
-	order list.List // front = most recently used
-}
-
-func newTokenCache(max int) *tokenCache {
-	return &tokenCache{max: max, m: make(map[tokenKey]*list.Element)}
-}
-
-// get returns the header of a token still usable at now.
-func (c *tokenCache) get(k tokenKey, now time.Time) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.m[k]
-	if !ok {
-		return "", false
-	}
-	e := el.Value.(*tokenEntry)
-	if !now.Before(e.usableUntil) {
-		// Leave it: a fetch will replace it, and removing here would race
-		// with that fetch's put for no gain.
-		return "", false
-	}
-	c.order.MoveToFront(el)
-	return e.header, true
-}
-
-func (c *tokenCache) put(e *tokenEntry) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if el, ok := c.m[e.key]; ok {
-		el.Value = e
-		c.order.MoveToFront(el)
-		return
-	}
-	c.m[e.key] = c.order.PushFront(e)
-	for c.order.Len() > c.max {
-		old := c.order.Back()
-		c.order.Remove(old)
-		delete(c.m, old.Value.(*tokenEntry).key)
-	}
-}
-
-// remove drops k if it still holds header: a token fetched by a concurrent
-// request after the rejected one was sent is kept.
-func (c *tokenCache) remove(k tokenKey, header string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	el, ok := c.m[k]
-	if !ok || el.Value.(*tokenEntry).header != header {
-		return false
-	}
-	c.order.Remove(el)
-	delete(c.m, k)
-	return true
-}
-
-// removeHeader drops whichever entries hold header (a token the registry
-// rejected, found without knowing the request's scopes).
-func (c *tokenCache) removeHeader(host, header string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n := 0
-	for k, el := range c.m {
-		if k.host == host && el.Value.(*tokenEntry).header == header {
-			c.order.Remove(el)
-			delete(c.m, k)
-			n++
-		}
-	}
-	return n
-}
-
-func (c *tokenCache) len() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.order.Len()
+// removeHeader drops whichever of host's tokens is header (a token the
+// registry rejected, found without knowing the request's scopes); a token
+// fetched since, by a concurrent request, is kept.
+func removeHeader(c *tokenCache, host, header string) int {
+	return c.RemoveFunc(func(k tokenKey, v string) bool { return k.host == host && v == header })
 }
 
 // lifetimes turns a token's reported life into when it expires and until
