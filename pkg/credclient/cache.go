@@ -1,7 +1,6 @@
 package credclient
 
 import (
-	"sync"
 	"time"
 
 	"github.com/beam-cloud/b9-resolver/internal/cache"
@@ -21,92 +20,25 @@ const (
 	maxEntries = 1024
 )
 
-type cacheEntry struct {
-	cred  Credential
-	until time.Time
+// answers caches the service's answers by Request (comparable: no key
+// building on the warm path), each until the TTL passes or its expiry
+// nears, whichever is first.
+type answers = cache.Cache[Request, Credential]
+
+func newAnswers(now func() time.Time) *answers {
+	return cache.New[Request, Credential](maxEntries, cache.WithClock(now))
 }
 
-// cache maps a Request (comparable: no key building on the warm path) to
-// an answer and the time it stops being reused.
-type answerCache struct {
-	mu  sync.RWMutex
-	m   map[Request]cacheEntry
-	ttl time.Duration
-	// gen counts forgets: an answer fetched before one is not kept, and
-	// callers after one do not join a fetch started before it.
-	gen uint64
-}
-
-// generation is the current forget count.
-func (c *answerCache) generation() uint64 {
-	if c == nil {
-		return 0
-	}
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return c.gen
-}
-
-func newCache(ttl time.Duration) *answerCache {
-	return &answerCache{m: map[Request]cacheEntry{}, ttl: ttl}
-}
-
-func (c *answerCache) get(req Request, now time.Time) (Credential, bool) {
-	if c == nil {
-		return Credential{}, false
-	}
-	c.mu.RLock()
-	e, ok := c.m[req]
-	c.mu.RUnlock()
-	if !ok || !now.Before(e.until) {
-		return Credential{}, false
-	}
-	return e.cred, true
-}
-
-// put keeps cred, fetched in generation gen, until the TTL passes or its
-// expiry nears, whichever is first; a credential already inside its margin,
-// or fetched before a forget, is not kept at all.
-func (c *answerCache) put(req Request, cred Credential, now time.Time, gen uint64) {
-	if c == nil {
-		return
-	}
-	until := now.Add(c.ttl)
+// reuseUntil is when an answer fetched at now stops being reused; one
+// already inside its margin is not kept at all (the cache drops a time
+// not after now).
+func reuseUntil(cred Credential, now time.Time, ttl time.Duration) time.Time {
+	until := now.Add(ttl)
 	if !cred.ExpiresAt.IsZero() {
 		life := cred.ExpiresAt.Sub(now)
-		end := cred.ExpiresAt.Add(-cache.ExpiryMargin(life, maxMargin))
-		if end.Before(until) {
+		if end := cred.ExpiresAt.Add(-cache.ExpiryMargin(life, maxMargin)); end.Before(until) {
 			until = end
 		}
 	}
-	if !now.Before(until) {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if gen != c.gen {
-		return
-	}
-	if len(c.m) >= maxEntries {
-		for k, e := range c.m {
-			if !now.Before(e.until) {
-				delete(c.m, k)
-			}
-		}
-		if len(c.m) >= maxEntries {
-			clear(c.m)
-		}
-	}
-	c.m[req] = cacheEntry{cred: cred, until: until}
-}
-
-// forget drops every cached answer (a registry rejected one).
-func (c *answerCache) forget() {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	clear(c.m)
-	c.gen++
-	c.mu.Unlock()
+	return until
 }

@@ -5,22 +5,35 @@ import (
 	"time"
 )
 
-// An answer fetched before a Forget is not kept after it: the registry
-// rejected that credential, and parallel reads must not get it back from
-// a fetch that was already under way.
-func TestForgetDropsAnswersFetchedBeforeIt(t *testing.T) {
-	c := newCache(time.Minute)
-	req := Request{Host: "registry.example", Repository: "team/app"}
-	now := time.Now()
-
-	before := c.generation()
-	c.forget() // a registry rejected the cached credential meanwhile
-	c.put(req, Credential{Username: "u", Secret: "OLD-REJECTED"}, now, before)
-	if cred, ok := c.get(req, now); ok {
-		t.Fatalf("an answer fetched before the forget was kept: %q", cred.Secret)
+// An answer is reused until the TTL passes or a margin before its expiry,
+// whichever is first; one already inside its margin is not kept at all.
+func TestReuseUntil(t *testing.T) {
+	now := time.Unix(1_000_000, 0)
+	for _, tc := range []struct {
+		name    string
+		expires time.Duration // from now; 0: no expiry
+		want    time.Duration // from now; <= 0: not kept
+	}{
+		{"no expiry: the TTL", 0, DefaultCacheTTL},
+		{"expiry far: the TTL", time.Hour, DefaultCacheTTL},
+		{"expiry near: a tenth of the life before it", 20 * time.Second, 18 * time.Second},
+		{"long life: at most maxMargin before it", 10 * time.Minute, DefaultCacheTTL},
+		{"already expired: not kept", -time.Second, 0},
+	} {
+		cred := Credential{}
+		if tc.expires != 0 {
+			cred.ExpiresAt = now.Add(tc.expires)
+		}
+		got := reuseUntil(cred, now, DefaultCacheTTL).Sub(now)
+		if (tc.want <= 0 && got > 0) || (tc.want > 0 && got != tc.want) {
+			t.Errorf("%s: reused for %v, want %v", tc.name, got, tc.want)
+		}
 	}
-	c.put(req, Credential{Username: "u", Secret: "fresh"}, now, c.generation())
-	if cred, ok := c.get(req, now); !ok || cred.Secret != "fresh" {
-		t.Fatalf("an answer fetched after the forget: %q %v", cred.Secret, ok)
+	// The cache does not keep what reuseUntil puts at or before now.
+	c := newAnswers(func() time.Time { return now })
+	req := Request{Host: "registry.example", Repository: "team/app"}
+	c.Add(req, Credential{Secret: "dying"}, reuseUntil(Credential{ExpiresAt: now}, now, DefaultCacheTTL))
+	if _, ok := c.Lookup(req); ok {
+		t.Fatal("an expired answer was kept")
 	}
 }

@@ -2,13 +2,12 @@ package credclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containerd/errdefs/pkg/errgrpc"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -30,8 +29,8 @@ const DefaultTimeout = 30 * time.Second
 type Client struct {
 	conn    *grpc.ClientConn
 	api     credentialsv1.CredentialsClient
-	cache   *answerCache
-	group   singleflight.Group
+	cache   *answers
+	ttl     time.Duration
 	timeout time.Duration
 	now     func() time.Time
 }
@@ -87,9 +86,9 @@ func New(address string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("b9 credentials client for %s: %w", address, err)
 	}
-	c := &Client{conn: conn, api: credentialsv1.NewCredentialsClient(conn), timeout: o.timeout, now: o.now}
+	c := &Client{conn: conn, api: credentialsv1.NewCredentialsClient(conn), ttl: o.ttl, timeout: o.timeout, now: o.now}
 	if !o.noCache {
-		c.cache = newCache(o.ttl)
+		c.cache = newAnswers(o.now)
 	}
 	return c, nil
 }
@@ -109,34 +108,26 @@ func (c *Client) GetCredentials(ctx context.Context, req Request) (Credential, e
 		defer cancel()
 		return c.Fetch(ctx, req)
 	}
-	if cred, ok := c.cache.get(req, c.now()); ok {
-		return cred, nil
+	if cred, ok := c.cache.Lookup(req); ok {
+		return cred, nil // before the fetch closure, which would allocate
 	}
-	// One call for all concurrent misses of one request: CLIP fetches the
-	// layers of an image in parallel.
-	// The generation is in the key: after a Forget, callers start a new
-	// fetch rather than wait for one that may return the forgotten answer.
-	gen := c.cache.generation()
-	key := strconv.FormatUint(gen, 10) + "\x00" + req.Host + "\x00" + req.Repository + "\x00" + req.ImageRef + "\x00" + req.CredentialRef
-	ch := c.group.DoChan(key, func() (any, error) {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.timeout)
+	// One call for all concurrent misses of one request (CLIP fetches the
+	// layers of an image in parallel); a caller giving up ends only its
+	// own wait. After a Forget, callers start a new call rather than wait
+	// for one that may return the forgotten answer.
+	cred, err := c.cache.Get(ctx, req, func(ctx context.Context) (Credential, time.Time, error) {
+		ctx, cancel := context.WithTimeout(ctx, c.timeout)
 		defer cancel()
-		cred, err := c.Fetch(cctx, req)
+		cred, err := c.Fetch(ctx, req)
 		if err != nil {
-			return nil, err
+			return Credential{}, time.Time{}, err
 		}
-		c.cache.put(req, cred, c.now(), gen)
-		return cred, nil
+		return cred, reuseUntil(cred, c.now(), c.ttl), nil
 	})
-	select {
-	case <-ctx.Done():
-		return Credential{}, fmt.Errorf("b9 credentials for %s: %w", req.Host, ctx.Err())
-	case r := <-ch:
-		if r.Err != nil {
-			return Credential{}, r.Err
-		}
-		return r.Val.(Credential), nil
+	if cerr := ctx.Err(); err != nil && cerr != nil && errors.Is(err, cerr) {
+		return Credential{}, fmt.Errorf("b9 credentials for %s: %w", req.Host, err)
 	}
+	return cred, err
 }
 
 // Fetch asks the service, bypassing the cache.
@@ -160,7 +151,11 @@ func (c *Client) Fetch(ctx context.Context, req Request) (Credential, error) {
 // Forget drops the cached answers, e.g. after a registry rejected one, so
 // the next call asks the service (which re-mints when the keychain has
 // been told).
-func (c *Client) Forget() { c.cache.forget() }
+func (c *Client) Forget() {
+	if c.cache != nil {
+		c.cache.Purge()
+	}
+}
 
 // ListCredentials lists the node's cached credentials, redacted.
 func (c *Client) ListCredentials(ctx context.Context) ([]Entry, error) {
