@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/beam-cloud/b9-resolver/internal/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit lint vet staticcheck bench fuzz demo clean proto
+.PHONY: all build test unit lint vet staticcheck bench bench-e2e fuzz demo clean proto
 
 all: build
 
@@ -40,6 +40,12 @@ unit: lint
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
+
+# bench-e2e (root, a few minutes): containerd-b9 and registries, full CRI
+# pulls through b9 side by side with stock CRI; prints one table. Not part
+# of `make test`. B9_BENCH_N sets the pulls per path (default 10).
+bench-e2e:
+	$(GO) test -run '^$$' -bench '^BenchmarkE2E$$' -benchtime 1x -timeout 30m ./integration
 
 # fuzz: each target for FUZZTIME (default 5m).
 FUZZTIME ?= 5m

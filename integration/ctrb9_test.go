@@ -21,7 +21,7 @@ var (
 )
 
 // ctrB9Binary builds bin/ctr-b9 once per run.
-func ctrB9Binary(t *testing.T) string {
+func ctrB9Binary(t testing.TB) string {
 	t.Helper()
 	binaries(t)
 	ctrB9Once.Do(func() {

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -37,7 +38,7 @@ var (
 
 // requireRoot skips t when not root: containerd needs root for its
 // snapshotter mounts and for chown/chmod of its state.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("integration tests need root (they run containerd-b9 with the native snapshotter); run `sudo make test` or `sudo go test ./integration`")
@@ -45,7 +46,7 @@ func requireRoot(t *testing.T) {
 }
 
 // binaries builds (or finds) containerd-b9 and crictl once per run.
-func binaries(t *testing.T) {
+func binaries(t testing.TB) {
 	t.Helper()
 	requireRoot(t)
 	buildOnce.Do(func() { buildErr = build() })
@@ -122,7 +123,7 @@ func fresh(bin, root string) bool {
 }
 
 // shortTempDir is a temp dir short enough for unix socket paths.
-func shortTempDir(t *testing.T) string {
+func shortTempDir(t testing.TB) string {
 	t.Helper()
 	d, err := os.MkdirTemp("", "b9i")
 	if err != nil {
@@ -159,13 +160,13 @@ type proc struct {
 	err  error
 }
 
-func startProc(t *testing.T, name, logPath string, args ...string) *proc {
+func startProc(t testing.TB, name, logPath string, args ...string) *proc {
 	t.Helper()
 	return startProcEnv(t, name, logPath, nil, args...)
 }
 
 // startProcEnv is startProc with extra environment variables.
-func startProcEnv(t *testing.T, name, logPath string, env []string, args ...string) *proc {
+func startProcEnv(t testing.TB, name, logPath string, env []string, args ...string) *proc {
 	t.Helper()
 	lf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -190,7 +191,7 @@ func startProcEnv(t *testing.T, name, logPath string, env []string, args ...stri
 }
 
 // stop sends SIGTERM to the process group, then SIGKILL after 15 s.
-func (p *proc) stop(t *testing.T) {
+func (p *proc) stop(t testing.TB) {
 	select {
 	case <-p.done:
 		return
@@ -230,7 +231,7 @@ func tail(s string, n int) string {
 }
 
 // waitSocket waits until addr accepts connections or p exits.
-func waitSocket(t *testing.T, p *proc, addr string, timeout time.Duration) {
+func waitSocket(t testing.TB, p *proc, addr string, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
@@ -249,7 +250,7 @@ func waitSocket(t *testing.T, p *proc, addr string, timeout time.Duration) {
 // node is containerd-b9 under a temp dir, optionally with a standalone
 // b9 daemon next to it.
 type node struct {
-	t          *testing.T
+	t          testing.TB
 	dir        string
 	config     string
 	containerd string // containerd's socket
@@ -258,6 +259,8 @@ type node struct {
 	standalone *proc
 	standAddr  string
 	env        []string
+	logLevel   string
+	withoutB9  bool
 	// outputs collects everything crictl printed, for the secret check.
 	mu      sync.Mutex
 	outputs []string
@@ -272,9 +275,20 @@ type nodeConfig struct {
 	extra string
 	// env is added to the daemons' environment (cloud endpoint overrides).
 	env []string
+	// snapshotter is CRI's (and so b9's) snapshotter; "native" if empty.
+	snapshotter string
+	// criDefaults leaves CRI's disable_snapshot_annotations at its default
+	// (true: CRI pulls through the transfer service), as on a stock node.
+	criDefaults bool
+	// withoutB9 disables the b9 plugin: the same binary, plugin-less.
+	withoutB9 bool
+	// logLevel is containerd's; "debug" if empty.
+	logLevel string
+	// debug serves containerd's debug endpoint (pprof) on <dir>/debug.sock.
+	debug bool
 }
 
-func newNode(t *testing.T, nc nodeConfig) *node {
+func newNode(t testing.TB, nc nodeConfig) *node {
 	t.Helper()
 	binaries(t)
 	dir := shortTempDir(t)
@@ -283,6 +297,24 @@ func newNode(t *testing.T, nc nodeConfig) *node {
 	if nc.pullMode == "" {
 		nc.pullMode = "direct"
 	}
+	if nc.snapshotter == "" {
+		nc.snapshotter = "native"
+	}
+	n.logLevel, n.withoutB9 = cmp.Or(nc.logLevel, "debug"), nc.withoutB9
+	disabled := "'io.containerd.nri.v1.nri'"
+	if nc.withoutB9 {
+		disabled += ", 'io.containerd.grpc.v1.b9-resolver'"
+	}
+	annotations := `
+  # Snapshot labels for remote snapshotters (CLIP), which b9's direct
+  # pulls follow as CRI's own do.
+  disable_snapshot_annotations = false`
+	if nc.criDefaults {
+		annotations = ""
+	}
+	if nc.debug {
+		nc.extra += fmt.Sprintf("\n[debug]\n  address = '%s'\n", filepath.Join(dir, "debug.sock"))
+	}
 	if err := os.MkdirAll(filepath.Join(dir, "certs.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +322,7 @@ func newNode(t *testing.T, nc nodeConfig) *node {
 root = '%[1]s/root'
 state = '%[1]s/state'
 # NRI would share /var/run/nri with other daemons; these tests need none.
-disabled_plugins = ['io.containerd.nri.v1.nri']
+disabled_plugins = [%[5]s]
 
 [grpc]
   address = '%[1]s/containerd.sock'
@@ -300,25 +332,22 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
 [plugins.'io.containerd.internal.v1.opt']
   path = '%[1]s/opt'
 [plugins.'io.containerd.cri.v1.images']
-  snapshotter = 'native'
-  # Snapshot labels for remote snapshotters (CLIP), which b9's direct
-  # pulls follow as CRI's own do.
-  disable_snapshot_annotations = false
+  snapshotter = '%[6]s'%[7]s
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = '%[1]s/certs.d'
 [[plugins.'io.containerd.transfer.v1.local'.unpack_config]]
   platform = 'linux/amd64'
-  snapshotter = 'native'
+  snapshotter = '%[6]s'
   differ = 'walking'
 
+# Direct pulls follow CRI's snapshotter above: no override here.
 [plugins.'io.containerd.grpc.v1.b9-resolver']
   address = '%[1]s/b9/b9.sock'
   pull_mode = '%[2]s'
-  snapshotter = 'native'
   config_path = '%[1]s/certs.d'
 %[3]s
 %[4]s
-`, dir, nc.pullMode, nc.plugin, nc.extra)
+`, dir, nc.pullMode, nc.plugin, nc.extra, disabled, nc.snapshotter, annotations)
 	if err := os.WriteFile(n.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -334,9 +363,11 @@ disabled_plugins = ['io.containerd.nri.v1.nri']
 func (n *node) startContainerd() {
 	n.t.Helper()
 	n.cd = startProcEnv(n.t, "containerd-b9", filepath.Join(n.dir, "containerd.log"), n.env,
-		containerdBin, "--config", n.config, "--log-level", "debug")
+		containerdBin, "--config", n.config, "--log-level", n.logLevel)
 	waitSocket(n.t, n.cd, n.containerd, 60*time.Second)
-	waitSocket(n.t, n.cd, n.b9, 30*time.Second)
+	if !n.withoutB9 {
+		waitSocket(n.t, n.cd, n.b9, 30*time.Second)
+	}
 }
 
 func (n *node) restartContainerd() {
@@ -485,14 +516,14 @@ func (n *node) assertNoSecrets(canaries ...string) {
 	}
 }
 
-func mustSucceed(t *testing.T, r crictlResult, what string) {
+func mustSucceed(t testing.TB, r crictlResult, what string) {
 	t.Helper()
 	if r.err != nil {
 		t.Fatalf("%s: %v\n%s", what, r.err, r.out)
 	}
 }
 
-func wantCode(t *testing.T, r crictlResult, what string, codes ...string) {
+func wantCode(t testing.TB, r crictlResult, what string, codes ...string) {
 	t.Helper()
 	if r.err == nil {
 		t.Fatalf("%s: succeeded, want %v", what, codes)

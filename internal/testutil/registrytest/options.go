@@ -58,7 +58,13 @@ type config struct {
 	middleware    []func(http.Handler) http.Handler
 	connState     func(Server, net.Conn, http.ConnState)
 	logf          func(format string, args ...any)
+	onDisk        bool
 }
+
+// WithDiskStorage keeps blobs in files under the test's temp dir instead of
+// memory: for tests that push hundreds of megabytes, which the in-memory
+// driver holds at once and copies slowly.
+func WithDiskStorage() Option { return func(c *config) { c.onDisk = true } }
 
 // WithBasicAuth protects the registry with htpasswd auth; add users with WithUser.
 func WithBasicAuth() Option { return func(c *config) { c.auth = AuthBasic } }

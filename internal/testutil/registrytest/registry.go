@@ -25,6 +25,7 @@ import (
 	// the configuration names.
 	_ "github.com/distribution/distribution/v3/registry/auth/htpasswd"
 	_ "github.com/distribution/distribution/v3/registry/auth/token"
+	_ "github.com/distribution/distribution/v3/registry/storage/driver/filesystem"
 	_ "github.com/distribution/distribution/v3/registry/storage/driver/inmemory"
 )
 
@@ -149,6 +150,10 @@ func start(t testing.TB, cfg *config) (*Registry, error) {
 		"inmemory": configuration.Parameters{},
 		// The purger is a goroutine per registry that outlives the test.
 		"maintenance": configuration.Parameters{"uploadpurging": map[any]any{"enabled": false}},
+	}
+	if cfg.onDisk {
+		delete(dc.Storage, "inmemory")
+		dc.Storage["filesystem"] = configuration.Parameters{"rootdirectory": filepath.Join(dir, "storage")}
 	}
 	dc.HTTP.Secret = randomHex(16)
 	switch cfg.auth {
