@@ -57,6 +57,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzOpen$$' -fuzztime $(FUZZTIME) ./internal/sealed
 	$(GO) test -run '^$$' -fuzz '^FuzzEnvelope$$' -fuzztime $(FUZZTIME) ./internal/sealed
 	$(GO) test -run '^$$' -fuzz '^FuzzParseAuthHeader$$' -fuzztime $(FUZZTIME) ./internal/resolver
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeDockerAuth$$' -fuzztime $(FUZZTIME) ./internal/keychain/chain
+	$(GO) test -run '^$$' -fuzz '^FuzzDockerConfig$$' -fuzztime $(FUZZTIME) ./internal/keychain/chain
 
 # proto: regenerate api/ from its .proto files (protoc from Debian's
 # protobuf-compiler; plugins at the versions go.mod's protobuf and grpc match).
