@@ -32,7 +32,7 @@ func FuzzDecodeDockerAuth(f *testing.F) {
 // FuzzDockerConfig: any config.json content gives a candidate, nothing, or
 // an error that never quotes the file's content; never a crash.
 func FuzzDockerConfig(f *testing.F) {
-	f.Add(`{"auths":{"reg.example":{"auth":"` + b64("u:p") + `"}}}`, "reg.example")
+	f.Add(`{"auths":{"reg.example":{"auth":"`+b64("u:p")+`"}}}`, "reg.example")
 	f.Add(`{"auths":{"https://index.docker.io/v1/":{"username":"u","password":"p"},"docker.io":{"identitytoken":"t"}}}`, "docker.io")
 	f.Add(`{"auths":{"x":"`, "x")
 	// A fuzzed credsStore names a helper to run: none is on this PATH.
