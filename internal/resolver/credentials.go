@@ -52,7 +52,7 @@ func (k keychainCredentials) Credential(ctx context.Context, reg registry.Regist
 	if mirror {
 		imageHost = ""
 	}
-	// Strict: the first candidate only, as ResolveFor did.
+	// Strict: the first candidate only; a failing document is an error.
 	return chain.Credentials{Keychain: k.kc, Chain: k.chain, ImageHost: imageHost, Strict: true}.Credential(ctx, reg, mirror)
 }
 
