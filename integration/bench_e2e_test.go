@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -45,7 +46,8 @@ import (
 // bytes, so both paths spend their time on the pull itself, not on gzip.
 // Before the timed pulls each path pulls one image per registry, untimed:
 // what is measured is a node's steady state, where b9's cached challenges
-// and tokens apply. B9_BENCH_N sets the pulls per path (default 10).
+// and tokens apply. B9_BENCH_N sets the pulls per path (default 10),
+// B9_BENCH_ROWS a regexp of the rows to run ("RSS" for the memory rows).
 func BenchmarkE2E(b *testing.B) {
 	binaries(b)
 	nPulls := 10
@@ -57,6 +59,13 @@ func BenchmarkE2E(b *testing.B) {
 	token := registrytest.Start(b, registrytest.WithDiskStorage(), registrytest.WithTokenAuth(), registrytest.WithUser("bench", pass, "*"),
 		registrytest.WithTokenExpiresIn(300*time.Second), registrytest.WithTokenLifetime(300*time.Second))
 	bn := &benchEnv{b: b, n: nPulls, pass: pass}
+	if expr := os.Getenv("B9_BENCH_ROWS"); expr != "" {
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			b.Fatalf("B9_BENCH_ROWS: %v", err)
+		}
+		bn.only = re
+	}
 
 	// CRI as on a stock node (its defaults: pulls through the transfer
 	// service), overlayfs; info logging, as in production.
@@ -96,22 +105,29 @@ func BenchmarkE2E(b *testing.B) {
 	}
 
 	// Forward mode: the plugin hands each pull to CRI in process.
-	forward := newNode(b, nodeConfig{pullMode: "forward", snapshotter: "overlayfs", criDefaults: true, logLevel: "info"})
-	fwd, fstock := bn.conn(forward.b9, true), bn.conn(forward.containerd, false)
-	bn.warm(token, fwd, fstock)
-	bn.pairs("plugin forward, token, 3 × 8 MiB", token, 3, 8<<20, fwd, fstock)
-	forward.cd.stop(b)
 	direct.standalone.stop(b)
 	direct.cd.stop(b)
+	if name := "plugin forward, token, 3 × 8 MiB"; bn.want(name) {
+		forward := newNode(b, nodeConfig{pullMode: "forward", snapshotter: "overlayfs", criDefaults: true, logLevel: "info"})
+		fwd, fstock := bn.conn(forward.b9, true), bn.conn(forward.containerd, false)
+		bn.warm(token, fwd, fstock)
+		bn.pairs(name, token, 3, 8<<20, fwd, fstock)
+		forward.cd.stop(b)
+	}
 
-	rss := bn.rss(token)
+	var rss *rssResult
+	if bn.want("RSS") {
+		rss = bn.rss(token)
+	}
 	bn.print(rss)
 }
 
 // benchEnv is one BenchmarkE2E run.
 type benchEnv struct {
-	b    *testing.B
-	n    int
+	b *testing.B
+	n int
+	// only, if set, picks the rows (and "RSS") whose names it matches.
+	only *regexp.Regexp
 	pass string
 	seq  int
 	rows []benchRow
@@ -184,6 +200,9 @@ func (bn *benchEnv) warm(reg *registrytest.Registry, paths ...benchPath) {
 // pairs times n pulls per path of fresh images, alternating which goes
 // first.
 func (bn *benchEnv) pairs(name string, reg *registrytest.Registry, layers, size int, b9, stock benchPath) {
+	if !bn.want(name) {
+		return
+	}
 	row := benchRow{name: name, start: time.Now()}
 	repo := fmt.Sprintf("r%d", len(bn.rows))
 	for i := range bn.n {
@@ -211,6 +230,9 @@ func (bn *benchEnv) pair(row *benchRow, i int, reg *registrytest.Registry, b9, s
 
 // repulls times pulls of an image already on the node.
 func (bn *benchEnv) repulls(name string, reg *registrytest.Registry, b9, stock benchPath) {
+	if !bn.want(name) {
+		return
+	}
 	start := time.Now()
 	repo := fmt.Sprintf("r%d", len(bn.rows))
 	refB9, refStock := bn.image(reg, repo+"-b9", 3, 1<<20), bn.image(reg, repo+"-stock", 3, 1<<20)
@@ -226,6 +248,9 @@ func (bn *benchEnv) repulls(name string, reg *registrytest.Registry, b9, stock b
 // concurrent times batches of k concurrent pulls of k fresh images; a
 // sample is one batch's wall time, its counts per pull.
 func (bn *benchEnv) concurrent(name string, reg *registrytest.Registry, k int, b9, stock benchPath) {
+	if !bn.want(name) {
+		return
+	}
 	row := benchRow{name: name, start: time.Now()}
 	repo := fmt.Sprintf("r%d", len(bn.rows))
 	batch := func(p benchPath) benchSample {
@@ -254,6 +279,9 @@ func (bn *benchEnv) concurrent(name string, reg *registrytest.Registry, k int, b
 	}
 	bn.add(row)
 }
+
+// want reports whether the row name is to run (B9_BENCH_ROWS).
+func (bn *benchEnv) want(name string) bool { return bn.only == nil || bn.only.MatchString(name) }
 
 func (bn *benchEnv) add(r benchRow) {
 	bn.rows = append(bn.rows, r)
@@ -314,9 +342,9 @@ type rssResult struct {
 // plugin disabled, one after the other, and reads each one's VmRSS idle
 // and after pulls of as many fresh small images (through b9 for the
 // first, stock CRI for the second).
-func (bn *benchEnv) rss(reg *registrytest.Registry) rssResult {
+func (bn *benchEnv) rss(reg *registrytest.Registry) *rssResult {
 	const pulls = 200
-	res := rssResult{pulls: pulls}
+	res := &rssResult{pulls: pulls}
 	start := time.Now()
 	defer func() {
 		fmt.Fprintf(os.Stderr, "bench-e2e: RSS section took %s\n", time.Since(start).Round(time.Second))
@@ -394,7 +422,7 @@ func mean(s []benchSample, f func(benchSample) float64) float64 {
 }
 
 // print writes the table (Markdown, as the README carries it).
-func (bn *benchEnv) print(rss rssResult) {
+func (bn *benchEnv) print(rss *rssResult) {
 	var w strings.Builder
 	fmt.Fprintf(&w, "\nb9 vs stock containerd CRI, same containerd-b9 (%s, GOMAXPROCS %d), n = %d per path, alternating, a fresh image per pull\n\n",
 		runtime.GOOS+"/"+runtime.GOARCH, runtime.GOMAXPROCS(0), bn.n)
@@ -407,6 +435,10 @@ func (bn *benchEnv) print(rss rssResult) {
 			float64(median(r.b9))/float64(median(r.stock)),
 			mean(r.b9, func(s benchSample) float64 { return s.reqs }), mean(r.stock, func(s benchSample) float64 { return s.reqs }),
 			mean(r.b9, func(s benchSample) float64 { return s.tokens }), mean(r.stock, func(s benchSample) float64 { return s.tokens }))
+	}
+	if rss == nil {
+		fmt.Print(w.String())
+		return
 	}
 	mb := func(v int64) string { return fmt.Sprintf("%.1f MB", float64(v)/1e6) }
 	fmt.Fprintf(&w, "\ncontainerd-b9 RSS | with the b9 plugin | plugin disabled | difference\n---|---|---|---\n")
