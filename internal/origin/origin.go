@@ -27,9 +27,15 @@ func Of(u *url.URL) Origin {
 func OfHost(scheme, host string) Origin {
 	o := Origin{Scheme: strings.ToLower(scheme)}
 	h, port := host, ""
-	if sh, sp, err := net.SplitHostPort(host); err == nil {
-		h, port = sh, sp
-	} else {
+	// Only a colon after any IPv6 closing bracket can start a port; checking
+	// first spares the error net.SplitHostPort would allocate for every
+	// port-less host (this runs for each request a credential goes on).
+	if strings.LastIndexByte(host, ':') > strings.LastIndexByte(host, ']') {
+		if sh, sp, err := net.SplitHostPort(host); err == nil {
+			h, port = sh, sp
+		}
+	}
+	if port == "" {
 		h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")
 	}
 	o.Host = strings.TrimSuffix(strings.ToLower(h), ".")

@@ -283,7 +283,10 @@ func (h *hostAuthorizer) credential(ctx context.Context, now time.Time) (*resolv
 // endpoint that rejects the credential gets one more try with a freshly
 // resolved one (an expired ACR refresh token is re-minted by the keychain).
 func (h *hostAuthorizer) bearer(ctx context.Context, ch challenge, rc *resolved, now time.Time) (string, error) {
-	scopes := docker.GetTokenScopes(ctx, h.a.scopes.extra(h.b.Host, docker.GetTokenScopes(ctx, nil)))
+	scopes := docker.GetTokenScopes(ctx, nil)
+	if extra := h.a.scopes.extra(h.b.Host, scopes); len(extra) > 0 {
+		scopes = docker.GetTokenScopes(ctx, extra)
+	}
 	key := tokenKey{host: h.b.Host, scopes: strings.Join(scopes, " "), cred: rc.fp}
 	if v, ok := h.a.tokens.Lookup(key); ok {
 		return v, nil

@@ -2,7 +2,6 @@ package resolver
 
 import (
 	"slices"
-	"strings"
 	"sync"
 )
 
@@ -25,14 +24,28 @@ const (
 // grants only what is asked grants enough).
 //
 // The key is the host and the request's own scopes (from its context), the
-// same for every binding and pull of that repository.
+// same for every binding and pull of that repository. Entries are grouped
+// by host and matched by comparing scope lists, so the lookup every
+// authorised request makes allocates nothing.
 type scopeMemory struct {
 	mu sync.RWMutex
-	m  map[string][]string
+	m  map[string][]scopeEntry // by host
+	n  int                     // entries in all hosts
 }
 
-func scopeKey(host string, requestScopes []string) string {
-	return host + "\x00" + strings.Join(requestScopes, " ")
+// scopeEntry is what a host's challenge asked for (extra) beyond the
+// scopes of the request it answered (request).
+type scopeEntry struct {
+	request, extra []string
+}
+
+func (s *scopeMemory) find(host string, requestScopes []string) int {
+	for i, e := range s.m[host] {
+		if slices.Equal(e.request, requestScopes) {
+			return i
+		}
+	}
+	return -1
 }
 
 // extra returns the remembered scopes for requests to host with
@@ -40,7 +53,10 @@ func scopeKey(host string, requestScopes []string) string {
 func (s *scopeMemory) extra(host string, requestScopes []string) []string {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return s.m[scopeKey(host, requestScopes)]
+	if i := s.find(host, requestScopes); i >= 0 {
+		return s.m[host][i].extra
+	}
+	return nil
 }
 
 // learn records what a challenge asked for beyond requestScopes.
@@ -54,13 +70,16 @@ func (s *scopeMemory) learn(host string, requestScopes, asked []string) {
 	if len(extra) == 0 {
 		return
 	}
-	k := scopeKey(host, requestScopes)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[string][]string{}
+		s.m = map[string][]scopeEntry{}
 	}
-	old := s.m[k]
+	i := s.find(host, requestScopes)
+	var old []string
+	if i >= 0 {
+		old = s.m[host][i].extra
+	}
 	merged := slices.Clone(old)
 	for _, x := range extra {
 		if !slices.Contains(merged, x) && len(merged) < maxExtraScopes {
@@ -70,12 +89,22 @@ func (s *scopeMemory) learn(host string, requestScopes, asked []string) {
 	if len(merged) == len(old) {
 		return
 	}
-	if old == nil && len(s.m) >= maxRememberedScopes {
-		for k := range s.m { // an arbitrary one: map order is random
-			delete(s.m, k)
+	slices.Sort(merged)
+	if i >= 0 {
+		s.m[host][i].extra = merged
+		return
+	}
+	if s.n >= maxRememberedScopes {
+		for h, es := range s.m { // an arbitrary host's oldest entry: map order is random
+			if len(es) <= 1 {
+				delete(s.m, h)
+			} else {
+				s.m[h] = es[1:]
+			}
+			s.n--
 			break
 		}
 	}
-	slices.Sort(merged)
-	s.m[k] = merged
+	s.m[host] = append(s.m[host], scopeEntry{request: slices.Clone(requestScopes), extra: merged})
+	s.n++
 }

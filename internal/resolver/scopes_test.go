@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,5 +101,25 @@ func TestScopeMemoryIsBounded(t *testing.T) {
 	s.learn("h", req, []string{"repository:a:pull"})
 	if got := s.extra("h2", req); got != nil {
 		t.Errorf("another host got %v", got)
+	}
+}
+
+func TestScopeMemoryBoundsEntries(t *testing.T) {
+	var s scopeMemory
+	extra := []string{"repository:mirror/x:pull"}
+	last := []string{}
+	for i := range maxRememberedScopes + 10 {
+		last = []string{fmt.Sprintf("repository:r%d:pull", i)}
+		s.learn(fmt.Sprintf("h%d", i%3), last, extra)
+	}
+	total := 0
+	for _, es := range s.m {
+		total += len(es)
+	}
+	if total != maxRememberedScopes || s.n != total {
+		t.Errorf("%d entries kept (counted %d), want %d", total, s.n, maxRememberedScopes)
+	}
+	if got := s.extra(fmt.Sprintf("h%d", (maxRememberedScopes+9)%3), last); !slices.Equal(got, extra) {
+		t.Errorf("the newest entry was lost: %v", got)
 	}
 }
