@@ -17,6 +17,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/asuser"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials/credtest"
 )
@@ -90,7 +91,7 @@ func nodeKeyedEnv(t *testing.T) (*credtest.Env, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := keychain.New(keychain.WithRefKey(st.RefKey()), keychain.WithFingerprintKey(st.FingerprintKey()))
+	kc := keychaintest.New(t, keychain.WithRefKey(st.RefKey()), keychain.WithFingerprintKey(st.FingerprintKey()))
 	t.Cleanup(kc.Close)
 	return credtest.Start(t, credentials.Config{Keychain: kc, Store: st}), filepath.Join(dir, credentials.KeyFileName)
 }

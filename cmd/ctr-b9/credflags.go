@@ -105,16 +105,19 @@ func detectorFromFlags(cmd *cli.Command) (*registry.Detector, error) {
 // the plugin derives it), else an HMAC under a key made for this run and
 // forgotten.
 func newKeychain(cmd *cli.Command) (*keychain.Keychain, string, error) {
-	fpKey, keyedBy := []byte(nil), fingerprintKeyInvocation
+	var kopts []keychain.Option
+	keyedBy := fingerprintKeyInvocation
 	if path := cmd.String("node-key"); path != "" {
 		key, err := nodekey.Load(path)
 		if err != nil {
 			return nil, "", fmt.Errorf("--node-key: %w", err)
 		}
-		if fpKey, err = nodekey.Derive(key, nodekey.Fingerprint); err != nil {
+		fpKey, err := nodekey.Derive(key, nodekey.Fingerprint)
+		clear(key)
+		if err != nil {
 			return nil, "", err
 		}
-		clear(key)
+		kopts = append(kopts, keychain.WithFingerprintKey(fpKey))
 		keyedBy = fingerprintKeyNode
 	}
 	kc, err := cloud.New(cloud.Config{
@@ -124,7 +127,7 @@ func newKeychain(cmd *cli.Command) (*keychain.Keychain, string, error) {
 		AzureIdentityClientID: cmd.String("azure-identity-client-id"),
 		GCPKeyDirs:            cmd.StringSlice("gcp-key-dir"),
 		AllowLoopbackTokenURI: cmd.Bool("allow-loopback-token-uri"),
-	}, keychain.WithFingerprintKey(fpKey))
+	}, kopts...)
 	return kc, keyedBy, err
 }
 

@@ -74,7 +74,10 @@ Example:
 			if cmd.Bool("plain-http") {
 				opts = append(opts, resolver.WithDefaultScheme("http"))
 			}
-			res := resolver.New(opts...)
+			res, err := resolver.New(opts...)
+			if err != nil {
+				return err
+			}
 
 			client, err := containerd.New(cmd.Root().String("address"), containerd.WithTimeout(10*time.Second))
 			if err != nil {

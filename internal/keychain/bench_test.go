@@ -18,7 +18,7 @@ func BenchmarkWarmResolve(b *testing.B) {
 		{"token-ngc", "nvcr.io/nvidia/pytorch:24.01-py3", `{"NGC_API_KEY":"k"}`},
 	} {
 		b.Run(tc.name+"/parse+resolve", func(b *testing.B) {
-			k := New()
+			k := mustNew(b)
 			ann := map[string]string{"b9.beam.cloud/image-credentials": tc.ann}
 			resolve := func() {
 				ref, err := registry.ParseReference(tc.ref)
@@ -48,7 +48,7 @@ func BenchmarkWarmResolve(b *testing.B) {
 			b.ReportMetric(float64(samples[len(samples)*99/100].Nanoseconds()), "p99-ns")
 		})
 		b.Run(tc.name+"/resolve", func(b *testing.B) {
-			k := New()
+			k := mustNew(b)
 			ref, _ := registry.ParseReference(tc.ref)
 			docs, _ := document.FromAnnotations(map[string]string{"b9.beam.cloud/image-credentials": tc.ann}, "", ref.Registry.Host)
 			resolveFor(k, b.Context(), ref.Registry, docs)

@@ -70,69 +70,10 @@ type Keychain struct {
 	bgCancel context.CancelFunc
 }
 
-// Option configures a Keychain.
-type Option func(*Keychain)
-
-// WithProvider adds (or replaces) the provider for its type.
-func WithProvider(p Provider) Option { return func(k *Keychain) { k.providers[p.Type()] = p } }
-
-// WithCacheSize bounds the number of cached credentials.
-func WithCacheSize(n int) Option {
-	return func(k *Keychain) {
-		if n > 0 {
-			k.cacheSize = n
-		}
-	}
-}
-
-// WithRefKey sets the key Credential.Ref is an HMAC under. Refs are
-// labels on snapshots and appear in logs; under a secret key they tell
-// nothing about the credential and cannot be searched for collisions.
-// Give the same key (at least 32 random bytes, kept secret) to every
-// Keychain whose refs must match, such as the plugin across restarts when
-// its pull records persist. Without it each Keychain makes a random key,
-// so its refs mean nothing to another process. An empty key is ignored.
-func WithRefKey(key []byte) Option {
-	return func(k *Keychain) {
-		if len(key) > 0 {
-			k.refKey = append([]byte(nil), key...)
-		}
-	}
-}
-
-// WithFingerprintKey sets the key a Credential's fingerprints
-// (SourceFingerprint, SecretFingerprint) are an HMAC under. Give the same
-// key to every process whose fingerprints must compare (the plugin and
-// ctr-b9 both derive it from the node key). Without it each Keychain makes
-// a random key: its fingerprints compare only with each other. An empty
-// key is ignored.
-func WithFingerprintKey(key []byte) Option {
-	return func(k *Keychain) {
-		if len(key) > 0 {
-			k.fp = secret.NewFingerprinter(key)
-		}
-	}
-}
-
-// WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) Option { return func(k *Keychain) { k.now = now } }
-
-// WithRefreshFraction sets how much of a credential's life passes before
-// a background refresh; 0 < f < 1.
-func WithRefreshFraction(f float64) Option {
-	return func(k *Keychain) {
-		if f > 0 && f < 1 {
-			k.refreshFraction = f
-		}
-	}
-}
-
-// WithMintTimeout bounds one background refresh.
-func WithMintTimeout(d time.Duration) Option { return func(k *Keychain) { k.mintTimeout = d } }
-
 // New returns a Keychain with the public, basic and token providers and
-// whatever opts add.
-func New(opts ...Option) *Keychain {
+// whatever opts add. An option given a value it cannot use is an
+// InvalidArgument error naming it.
+func New(opts ...Option) (*Keychain, error) {
 	k := &Keychain{
 		providers:       map[document.Type]Provider{},
 		cacheSize:       DefaultCacheSize,
@@ -147,13 +88,15 @@ func New(opts ...Option) *Keychain {
 			return time.Duration(rand.Int64N(int64(d)))
 		},
 	}
-	k.bg, k.bgCancel = context.WithCancel(context.Background())
 	for _, p := range []Provider{Public{}, Basic{}, Token{}} {
 		k.providers[p.Type()] = p
 	}
 	for _, o := range opts {
-		o(k)
+		if err := o(k); err != nil {
+			return nil, err
+		}
 	}
+	k.bg, k.bgCancel = context.WithCancel(context.Background())
 	k.cache = cache.New[cacheKey, *entry](k.cacheSize, cache.WithClock(func() time.Time { return k.now() }))
 	if k.refKey == nil {
 		k.refKey = make([]byte, RefKeySize)
@@ -164,7 +107,7 @@ func New(opts ...Option) *Keychain {
 	if !k.fp.Keyed() {
 		k.fp = secret.RandomFingerprinter()
 	}
-	return k
+	return k, nil
 }
 
 // Fingerprinter is what this Keychain makes fingerprints with, for

@@ -85,8 +85,18 @@ func mustDoc(t testing.TB, text, host string) document.Document {
 
 func reg(host string) registry.Registry { return registry.Detect(host) }
 
+// mustNew is New with options that must be valid.
+func mustNew(t testing.TB, opts ...Option) *Keychain {
+	t.Helper()
+	k, err := New(opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return k
+}
+
 func TestBasicAndTokenProviders(t *testing.T) {
-	k := New()
+	k := mustNew(t)
 	for _, tc := range []struct {
 		name, host, doc, user, provider string
 		secretKey                       string
@@ -120,14 +130,14 @@ func TestBasicAndTokenProviders(t *testing.T) {
 }
 
 func TestDockerHubTokenNeedsUsername(t *testing.T) {
-	_, err := New().Resolve(t.Context(), reg("docker.io"), mustDoc(t, `{"DOCKERHUB_TOKEN":"`+canary+`"}`, "docker.io"))
+	_, err := mustNew(t).Resolve(t.Context(), reg("docker.io"), mustDoc(t, `{"DOCKERHUB_TOKEN":"`+canary+`"}`, "docker.io"))
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "DOCKERHUB_TOKEN") || strings.Contains(err.Error(), canary) {
 		t.Fatalf("err = %v", err)
 	}
 }
 
 func TestPublicAndNone(t *testing.T) {
-	k := New()
+	k := mustNew(t)
 	docs := []document.Document{mustDoc(t, `{"registry":"ghcr.io","type":"public"}`, "")}
 	c, err := resolveFor(k, t.Context(), reg("ghcr.io"), docs)
 	if err != nil || !c.Anonymous || c.Source != "annotation test" || c.Type != document.TypePublic {
@@ -143,7 +153,7 @@ func TestPublicAndNone(t *testing.T) {
 }
 
 func TestUnsupportedType(t *testing.T) {
-	_, err := New().Resolve(t.Context(), reg("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
+	_, err := mustNew(t).Resolve(t.Context(), reg("123456789012.dkr.ecr.us-east-1.amazonaws.com"),
 		mustDoc(t, `{"AWS_ACCESS_KEY_ID":"AKID","AWS_SECRET_ACCESS_KEY":"`+canary+`"}`, ""))
 	if !errdefs.IsNotImplemented(err) || !strings.Contains(err.Error(), "aws") || strings.Contains(err.Error(), canary) {
 		t.Fatalf("err = %v", err)
@@ -153,7 +163,7 @@ func TestUnsupportedType(t *testing.T) {
 func TestCacheKeyIsolation(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: clk.Now}
-	k := New(WithProvider(p), WithClock(clk.Now))
+	k := mustNew(t, WithProvider(p), WithClock(clk.Now))
 	a := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	b := mustDoc(t, `{"USERNAME":"b","PASSWORD":"pb"}`, "")
 	r := reg("r.example.com")
@@ -179,7 +189,7 @@ func TestCacheKeyIsolation(t *testing.T) {
 func TestScoperSharesAcrossHosts(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: clk.Now, scope: func(r registry.Registry) string { return "region-x" }}
-	k := New(WithProvider(p), WithClock(clk.Now))
+	k := mustNew(t, WithProvider(p), WithClock(clk.Now))
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	c1, _ := k.Resolve(t.Context(), reg("a.example.com"), d)
 	c2, _ := k.Resolve(t.Context(), reg("b.example.com"), d)
@@ -190,7 +200,7 @@ func TestScoperSharesAcrossHosts(t *testing.T) {
 
 func TestConcurrentMissesMintOnce(t *testing.T) {
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: time.Now, gate: make(chan struct{})}
-	k := New(WithProvider(p))
+	k := mustNew(t, WithProvider(p))
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	const n = 64
 	var wg sync.WaitGroup
@@ -219,7 +229,7 @@ func TestConcurrentMissesMintOnce(t *testing.T) {
 
 func TestCallerCancellationDoesNotCancelSharedMint(t *testing.T) {
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: time.Now, gate: make(chan struct{})}
-	k := New(WithProvider(p))
+	k := mustNew(t, WithProvider(p))
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
@@ -239,7 +249,7 @@ func TestCallerCancellationDoesNotCancelSharedMint(t *testing.T) {
 func TestRefreshAheadAndNeverPastExpiry(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	p := &fakeProvider{typ: document.TypeBasic, life: 100 * time.Second, now: clk.Now}
-	k := New(WithProvider(p), WithClock(clk.Now))
+	k := mustNew(t, WithProvider(p), WithClock(clk.Now))
 	k.jitter = func(time.Duration) time.Duration { return 0 }
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	r := reg("r.example.com")
@@ -274,7 +284,7 @@ func TestRefreshAheadAndNeverPastExpiry(t *testing.T) {
 func TestInvalidate(t *testing.T) {
 	clk := &clock{t: time.Unix(1_700_000_000, 0)}
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: clk.Now}
-	k := New(WithProvider(p), WithClock(clk.Now))
+	k := mustNew(t, WithProvider(p), WithClock(clk.Now))
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"pa"}`, "")
 	r := reg("r.example.com")
 	old, _ := k.Resolve(t.Context(), r, d)
@@ -292,7 +302,7 @@ func TestInvalidate(t *testing.T) {
 
 func TestCacheBound(t *testing.T) {
 	p := &fakeProvider{typ: document.TypeBasic, life: time.Hour, now: time.Now}
-	k := New(WithProvider(p), WithCacheSize(8))
+	k := mustNew(t, WithProvider(p), WithCacheSize(8))
 	for i := range 20 {
 		d := mustDoc(t, fmt.Sprintf(`{"USERNAME":"u%d","PASSWORD":"p"}`, i), "")
 		if _, err := k.Resolve(t.Context(), reg("r.example.com"), d); err != nil {
@@ -315,7 +325,7 @@ func TestCacheBound(t *testing.T) {
 }
 
 func TestEntriesAreRedacted(t *testing.T) {
-	k := New()
+	k := mustNew(t)
 	k.Resolve(t.Context(), reg("r.example.com"), mustDoc(t, `{"USERNAME":"u","PASSWORD":"`+canary+`"}`, ""))
 	e := k.Entries()
 	if len(e) != 1 || e[0].Host != "r.example.com" || e[0].Fingerprint == "" || e[0].Source != "annotation test" {
@@ -340,7 +350,7 @@ func waitFor(t *testing.T, cond func() bool) {
 // TestSourceIsTheCallersDocument: one secret under two annotation keys
 // shares a cache entry, but each resolution names its own document.
 func TestSourceIsTheCallersDocument(t *testing.T) {
-	k := New()
+	k := mustNew(t)
 	a, _ := document.Parse("annotation a", `{"USERNAME":"u","PASSWORD":"p"}`, "")
 	b, _ := document.Parse("annotation b", `{"USERNAME":"u","PASSWORD":"p"}`, "")
 	r := reg("r.example.com")
@@ -354,7 +364,7 @@ func TestSourceIsTheCallersDocument(t *testing.T) {
 // The cache is keyed by the document's full identity, never the 12-digit
 // display fingerprint (2^48 is searchable for a colliding document).
 func TestCacheKeyIsTheFullIdentity(t *testing.T) {
-	k := New()
+	k := mustNew(t)
 	defer k.Close()
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"`+canary+`"}`, "")
 	if _, err := k.Resolve(t.Context(), reg("r.example.com"), d); err != nil {
@@ -379,7 +389,7 @@ func TestRefIsAnHMACUnderTheRefKey(t *testing.T) {
 	d := mustDoc(t, `{"USERNAME":"a","PASSWORD":"`+canary+`"}`, "")
 	r := reg("r.example.com")
 	refWith := func(opts ...Option) string {
-		k := New(opts...)
+		k := mustNew(t, opts...)
 		defer k.Close()
 		c, err := k.Resolve(t.Context(), r, d)
 		if err != nil {
@@ -419,7 +429,7 @@ func TestFingerprintsAreKeyed(t *testing.T) {
 	doc := mustDoc(t, `{"USERNAME":"u","PASSWORD":"`+canary+`"}`, "")
 	resolve := func(opts ...Option) (Credential, []Entry) {
 		t.Helper()
-		k := New(opts...)
+		k := mustNew(t, opts...)
 		defer k.Close()
 		c, err := k.Resolve(t.Context(), reg("r.example.com"), doc)
 		if err != nil {

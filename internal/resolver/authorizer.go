@@ -55,36 +55,77 @@ type Authorizer struct {
 	clients tokenClients
 }
 
-// AuthorizerOption configures an Authorizer.
-type AuthorizerOption func(*Authorizer)
+// AuthorizerOption configures an Authorizer. An option given a value it
+// cannot use returns an error rather than keep the default silently.
+type AuthorizerOption func(*Authorizer) error
 
-// WithTokenCacheSize bounds the number of cached bearer tokens.
+// invalidOption is the error of an option refusing its value, naming the
+// option and the value.
+func invalidOption(option, format string, args ...any) error {
+	return fmt.Errorf("resolver.%s: %s: %w", option, fmt.Sprintf(format, args...), errdefs.ErrInvalidArgument)
+}
+
+// WithTokenCacheSize bounds the number of cached bearer tokens; n > 0.
 func WithTokenCacheSize(n int) AuthorizerOption {
-	return func(a *Authorizer) {
-		if n > 0 {
-			a.tokenCap = n
+	return func(a *Authorizer) error {
+		if n <= 0 {
+			return invalidOption("WithTokenCacheSize", "%d is not a positive size", n)
 		}
+		a.tokenCap = n
+		return nil
 	}
 }
 
 // WithClock replaces time.Now (tests).
-func WithClock(now func() time.Time) AuthorizerOption { return func(a *Authorizer) { a.now = now } }
+func WithClock(now func() time.Time) AuthorizerOption {
+	return func(a *Authorizer) error {
+		if now == nil {
+			return invalidOption("WithClock", "a nil function")
+		}
+		a.now = now
+		return nil
+	}
+}
 
-// WithMaxTokenMargin caps the safety margin kept before a token's expiry.
+// WithMaxTokenMargin caps the safety margin kept before a token's expiry;
+// 0 keeps none, a negative margin (serving tokens past their expiry) is
+// refused.
 func WithMaxTokenMargin(d time.Duration) AuthorizerOption {
-	return func(a *Authorizer) { a.maxMargin = d }
+	return func(a *Authorizer) error {
+		if d < 0 {
+			return invalidOption("WithMaxTokenMargin", "%s is negative", d)
+		}
+		a.maxMargin = d
+		return nil
+	}
 }
 
-// WithFetchTimeout bounds one token fetch.
+// WithFetchTimeout bounds one token fetch; d > 0.
 func WithFetchTimeout(d time.Duration) AuthorizerOption {
-	return func(a *Authorizer) { a.fetchTimeout = d }
+	return func(a *Authorizer) error {
+		if d <= 0 {
+			return invalidOption("WithFetchTimeout", "%s is not a positive duration", d)
+		}
+		a.fetchTimeout = d
+		return nil
+	}
 }
 
-// WithClientID sets the OAuth2 client_id.
-func WithClientID(id string) AuthorizerOption { return func(a *Authorizer) { a.clientID = id } }
+// WithClientID sets the OAuth2 client_id; not empty (token servers that
+// check it refuse a request without one).
+func WithClientID(id string) AuthorizerOption {
+	return func(a *Authorizer) error {
+		if id == "" {
+			return invalidOption("WithClientID", "an empty client_id")
+		}
+		a.clientID = id
+		return nil
+	}
+}
 
-// NewAuthorizer returns an empty Authorizer.
-func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
+// NewAuthorizer returns an empty Authorizer, or the InvalidArgument error
+// of the first option that refused its value.
+func NewAuthorizer(opts ...AuthorizerOption) (*Authorizer, error) {
 	a := &Authorizer{
 		tokenCap:     DefaultTokenCacheSize,
 		now:          time.Now,
@@ -93,10 +134,12 @@ func NewAuthorizer(opts ...AuthorizerOption) *Authorizer {
 		clientID:     DefaultClientID,
 	}
 	for _, o := range opts {
-		o(a)
+		if err := o(a); err != nil {
+			return nil, err
+		}
 	}
 	a.tokens = newTokenCache(a.tokenCap, func() time.Time { return a.now() })
-	return a
+	return a, nil
 }
 
 // TokenFetches is how many tokens were fetched (successfully) so far.

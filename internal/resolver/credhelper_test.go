@@ -10,6 +10,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 // The transfer-service adapter gives each request host what Hosts would:
@@ -18,7 +19,7 @@ import (
 // mirror's own where a document names it, and identity tokens with an
 // empty username (containerd's signal for a refresh-token grant).
 func TestCredentialHelper(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	d := docs(t, [3]string{"", "alice", alicePass}, [3]string{"own.mirror.test", "bob", bobPass})
 	identity := CredentialFunc(func(_ context.Context, r registry.Registry, _ bool) (keychain.Credential, error) {
@@ -50,7 +51,7 @@ func TestCredentialHelper(t *testing.T) {
 		{"anonymous", Anonymous, nil, "ghcr.io/o/app:v1", "ghcr.io", transfer.Credentials{Host: "ghcr.io"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := New(WithTrustedMirrors(tc.trusted...)).CredentialHelper(tc.creds)
+			h := mustNew(t, WithTrustedMirrors(tc.trusted...)).CredentialHelper(tc.creds)
 			got, err := h.GetCredentials(context.Background(), tc.ref, tc.host)
 			if err != nil {
 				t.Fatal(err)
@@ -61,7 +62,7 @@ func TestCredentialHelper(t *testing.T) {
 			}
 		})
 	}
-	if _, err := New().CredentialHelper(Anonymous).GetCredentials(context.Background(), "UPPER/Case", "ghcr.io"); err == nil {
+	if _, err := mustNew(t).CredentialHelper(Anonymous).GetCredentials(context.Background(), "UPPER/Case", "ghcr.io"); err == nil {
 		t.Error("bad reference accepted")
 	}
 }

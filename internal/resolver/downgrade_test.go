@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -103,9 +103,9 @@ func TestHTTPSToHTTPRedirectSameHostPort(t *testing.T) {
 	plainHits.Store(0)
 
 	ctx, logs := testContext(t)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New(
+	res := mustNew(t,
 		WithTLSConfig(&tls.Config{RootCAs: reg.CertPool(), MinVersion: tls.VersionTLS12}),
 		WithUpdateClient(func(c *http.Client) error {
 			c.Transport.(*http.Transport).DialContext = dial

@@ -8,7 +8,7 @@ import (
 	"github.com/containerd/containerd/v2/core/remotes/docker"
 	"github.com/containerd/errdefs"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -21,7 +21,7 @@ func TestTypedErrors(t *testing.T) {
 	ctx, logs := testContext(t)
 	basic := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("alice", alicePass))
 	bimg := basic.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
-	err := pull(ctx, New().Hosts(Anonymous), bimg.Ref, newStore(t))
+	err := pull(ctx, mustNew(t).Hosts(Anonymous), bimg.Ref, newStore(t))
 	if !errors.Is(err, docker.ErrInvalidAuthorization) || !errdefs.IsUnauthorized(err) || !strings.Contains(err.Error(), "none apply") {
 		t.Errorf("no credentials for a basic challenge: %v; want unauthenticated and docker.ErrInvalidAuthorization", err)
 	}
@@ -29,9 +29,9 @@ func TestTypedErrors(t *testing.T) {
 	token := registrytest.Start(t, registrytest.WithTokenAuth(),
 		registrytest.WithUser("alice", alicePass, "alice/app"), registrytest.WithUser("bob", bobPass, "bob/app"))
 	timg := token.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	err = pull(ctx, New().Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), timg.Ref, newStore(t))
+	err = pull(ctx, mustNew(t).Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), timg.Ref, newStore(t))
 	var refused *RefusedError
 	if !errors.As(err, &refused) {
 		t.Fatalf("alice pulling bob's image: %v; want a *RefusedError", err)
@@ -42,7 +42,7 @@ func TestTypedErrors(t *testing.T) {
 	}
 
 	basic.SetPassword(t, "alice", "rotated")
-	err = pull(ctx, New().Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), bimg.Ref, newStore(t))
+	err = pull(ctx, mustNew(t).Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), bimg.Ref, newStore(t))
 	if !errors.As(err, &refused) || refused.Code != "" || refused.Scheme != "basic" || !errdefs.IsUnauthorized(err) {
 		t.Errorf("rotated basic password: %v (%+v); want an unauthenticated basic *RefusedError", err, refused)
 	}
@@ -59,10 +59,10 @@ func TestRefusalsQuoteNoDocumentValue(t *testing.T) {
 	img := token.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
 	basic := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("bob", bobPass))
 	bimg := basic.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	for _, ref := range []string{img.Ref, bimg.Ref} {
-		err := pull(ctx, New().Hosts(FromKeychain(kc, docs(t, [3]string{"", user, "wrong-password"}))), ref, newStore(t))
+		err := pull(ctx, mustNew(t).Hosts(FromKeychain(kc, docs(t, [3]string{"", user, "wrong-password"}))), ref, newStore(t))
 		if err == nil {
 			t.Fatalf("%s: a wrong password pulled", ref)
 		}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -37,10 +37,10 @@ func TestTokenExpiresMidPull(t *testing.T) {
 		registrytest.WithTokenExpiresIn(2*time.Second), delayFirstBlob(4*time.Second))
 	img := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
 	reg.Reset()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	creds := &countingCreds{Credentials: FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))}
-	res := New()
+	res := mustNew(t)
 
 	if err := pull(ctx, res.Hosts(creds), img.Ref, newStore(t)); err != nil {
 		t.Fatalf("pull: %v\n%s", err, reg.Summary())
@@ -96,10 +96,10 @@ func TestRevokedCredentials(t *testing.T) {
 			ctx, logs := testContext(t)
 			reg := registrytest.Start(t, tc.auth, registrytest.WithUser("alice", alicePass))
 			img := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
-			kc := keychain.New()
+			kc := keychaintest.New(t)
 			defer kc.Close()
 			creds := &countingCreds{Credentials: FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))}
-			res := New()
+			res := mustNew(t)
 			if err := pull(ctx, res.Hosts(creds), img.Ref, newStore(t)); err != nil {
 				t.Fatalf("pull: %v", err)
 			}
@@ -161,9 +161,9 @@ func TestRedirectGetsNoCredentials(t *testing.T) {
 			}
 
 			reg.Reset()
-			kc := keychain.New()
+			kc := keychaintest.New(t)
 			defer kc.Close()
-			if err := pull(ctx, New().Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), img.Ref, newStore(t)); err != nil {
+			if err := pull(ctx, mustNew(t).Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), img.Ref, newStore(t)); err != nil {
 				t.Fatalf("pull: %v\n%s", err, reg.Summary())
 			}
 			blobs := count(reg, onServer(registrytest.ServerBlob))
@@ -206,10 +206,10 @@ func TestECRExpired403(t *testing.T) {
 	var expire atomic.Int64
 	reg := registrytest.Start(t, registrytest.WithBasicAuth(), registrytest.WithUser("AWS", alicePass), ecrExpiry(&expire))
 	img := reg.PushRandomImage(t, "app", "v1", "AWS", alicePass)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	creds := &countingCreds{Credentials: FromKeychain(kc, docs(t, [3]string{"", "AWS", alicePass}))}
-	res := New()
+	res := mustNew(t)
 	if err := pull(ctx, res.Hosts(creds), img.Ref, newStore(t)); err != nil {
 		t.Fatalf("pull: %v", err)
 	}

@@ -180,3 +180,23 @@ func errorsAs(err error, target any) bool { return errors.As(err, target) }
 func basicValue(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
 }
+
+// mustNew is New with options that must be valid.
+func mustNew(t testing.TB, opts ...Option) *Resolver {
+	t.Helper()
+	r, err := New(opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return r
+}
+
+// mustAuthorizer is NewAuthorizer with options that must be valid.
+func mustAuthorizer(t testing.TB, opts ...AuthorizerOption) *Authorizer {
+	t.Helper()
+	a, err := NewAuthorizer(opts...)
+	if err != nil {
+		t.Fatalf("NewAuthorizer: %v", err)
+	}
+	return a
+}

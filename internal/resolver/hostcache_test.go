@@ -20,7 +20,7 @@ import (
 	"github.com/containerd/errdefs"
 	"golang.org/x/sync/semaphore"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -76,8 +76,8 @@ func TestPullReusesConnections(t *testing.T) {
 						return nil
 					}))
 			}
-			res := New(ropts...)
-			kc := keychain.New()
+			res := mustNew(t, ropts...)
+			kc := keychaintest.New(t)
 			defer kc.Close()
 			d := docs(t, [3]string{"", "alice", alicePass})
 
@@ -105,8 +105,8 @@ func TestPullReusesConnections(t *testing.T) {
 func TestHostsPerPullAuthorizer(t *testing.T) {
 	root := t.TempDir()
 	writeHosts(t, root, "registry.example.com", "server = \"https://registry.example.com\"\n[host.\"https://m.example.com\"]\n  capabilities = [\"pull\", \"resolve\"]\n  header = { X-Test = \"1\" }\n")
-	res := New(WithConfigPath(root))
-	kc := keychain.New()
+	res := mustNew(t, WithConfigPath(root))
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	ca := &countingCreds{Credentials: FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))}
 	cb := &countingCreds{Credentials: FromKeychain(kc, docs(t, [3]string{"", "bob", bobPass}))}
@@ -164,7 +164,7 @@ func TestHostsFileChangesApply(t *testing.T) {
 	img := up.PushRandomImage(t, "lib/app", "v1", "", "")
 	mirror.PushImage(t, "lib/app", "v1", img.Image, "", "")
 	root := t.TempDir()
-	res := New(WithConfigPath(root))
+	res := mustNew(t, WithConfigPath(root))
 
 	step := func(name string, wantUp, wantMirror bool, wantHeader string) {
 		t.Helper()
@@ -209,7 +209,7 @@ func TestHostsFileBrokenAfterPull(t *testing.T) {
 	root := t.TempDir()
 	good := fmt.Sprintf("server = \"http://%s\"\n\n[host.\"http://%s\"]\n  capabilities = [\"pull\", \"resolve\"]\n", reg.Host, reg.Host)
 	path := writeHosts(t, root, reg.Host, good)
-	res := New(WithConfigPath(root))
+	res := mustNew(t, WithConfigPath(root))
 	if err := pull(ctx, res.Hosts(Anonymous), img.Ref, newStore(t)); err != nil {
 		t.Fatalf("good pull: %v", err)
 	}
@@ -232,7 +232,7 @@ func TestHostsCacheConcurrent(t *testing.T) {
 	root := t.TempDir()
 	body := "server = \"https://registry.example.com\"\n[host.\"https://m.example.com\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
 	writeHosts(t, root, "registry.example.com", body)
-	res := New(WithConfigPath(root))
+	res := mustNew(t, WithConfigPath(root))
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Add(1)

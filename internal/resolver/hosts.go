@@ -29,73 +29,124 @@ type Resolver struct {
 	hostsCache    hostsCache
 }
 
-// Option configures a Resolver.
-type Option func(*Resolver)
+// Option configures a Resolver. An option given a value it cannot use
+// returns an error rather than drop it silently.
+type Option func(*Resolver) error
 
 // WithAuthorizer shares a (node-wide) Authorizer; by default the Resolver
 // has its own.
-func WithAuthorizer(a *Authorizer) Option { return func(r *Resolver) { r.auth = a } }
+func WithAuthorizer(a *Authorizer) Option {
+	return func(r *Resolver) error {
+		if a == nil {
+			return invalidOption("WithAuthorizer", "a nil *Authorizer")
+		}
+		r.auth = a
+		return nil
+	}
+}
 
 // WithConfigPath sets the hosts.toml root(s), like CRI's registry
 // config_path: a directory, or several separated by the OS list separator
-// (":"), tried in order per host.
+// (":"), tried in order per host. An empty path reads no hosts.toml.
 func WithConfigPath(path string) Option {
-	return func(r *Resolver) {
+	return func(r *Resolver) error {
 		r.roots = nil
 		for _, p := range filepath.SplitList(path) {
 			if p != "" {
 				r.roots = append(r.roots, p)
 			}
 		}
+		return nil
 	}
 }
 
 // WithHeaders adds headers to every registry and token request.
-func WithHeaders(h http.Header) Option { return func(r *Resolver) { r.headers = h.Clone() } }
+func WithHeaders(h http.Header) Option {
+	return func(r *Resolver) error {
+		r.headers = h.Clone()
+		return nil
+	}
+}
 
-// WithDefaultScheme sets the scheme of hosts hosts.toml does not describe
-// ("http" for a plain-HTTP registry). containerd's default applies without
-// it: https, and http for localhost on a port other than 443.
-func WithDefaultScheme(s string) Option { return func(r *Resolver) { r.defaultScheme = s } }
+// WithDefaultScheme sets the scheme of hosts hosts.toml does not describe:
+// "http" for a plain-HTTP registry, or "https". containerd's default
+// applies without it: https, and http for localhost on a port other than
+// 443.
+func WithDefaultScheme(s string) Option {
+	return func(r *Resolver) error {
+		if s != "http" && s != "https" {
+			return invalidOption("WithDefaultScheme", "%q is not \"http\" or \"https\"", s)
+		}
+		r.defaultScheme = s
+		return nil
+	}
+}
 
-// WithTLSConfig sets the TLS configuration of hosts without their own.
-func WithTLSConfig(c *tls.Config) Option { return func(r *Resolver) { r.tlsConfig = c } }
+// WithTLSConfig sets the TLS configuration of hosts without their own
+// (nil: Go's defaults).
+func WithTLSConfig(c *tls.Config) Option {
+	return func(r *Resolver) error {
+		r.tlsConfig = c
+		return nil
+	}
+}
 
 // WithUpdateClient lets the caller adjust each host's http.Client (its
 // transport, a dialer) after hosts.toml was applied. It runs when a host's
 // configuration is (re)built, not per pull, and the client it adjusts is
 // shared by every pull of that host: it must not capture per-pull state.
 func WithUpdateClient(f config.UpdateClientFunc) Option {
-	return func(r *Resolver) { r.updateClient = f }
+	return func(r *Resolver) error {
+		r.updateClient = f
+		return nil
+	}
 }
 
 // WithTrustedMirrors lists mirror hosts (host[:port]) that may be given the
 // upstream registry's credentials when no document names them. A mirror not
 // listed gets only credentials for its own host, so a pull-through cache
-// run by someone else never sees the upstream's secret.
+// run by someone else never sees the upstream's secret. A host that is not
+// a registry host is refused, not skipped: the mirror meant would
+// otherwise silently get no credentials.
 func WithTrustedMirrors(hosts ...string) Option {
-	return func(r *Resolver) {
-		for _, h := range hosts {
-			if n, err := registry.NormalizeHost(h); err == nil {
-				r.trusted[n] = true
+	return func(r *Resolver) error {
+		for i, h := range hosts {
+			n, err := registry.NormalizeHost(h)
+			if err != nil {
+				return invalidOption("WithTrustedMirrors", "[%d] %q is not a registry host", i, h)
 			}
+			r.trusted[n] = true
 		}
+		return nil
 	}
 }
 
-// WithDetector classifies hosts with the node's mappings.
-func WithDetector(d *registry.Detector) Option { return func(r *Resolver) { r.detector = d } }
+// WithDetector classifies hosts with the node's mappings (nil: none, every
+// host detected by its name alone).
+func WithDetector(d *registry.Detector) Option {
+	return func(r *Resolver) error {
+		r.detector = d
+		return nil
+	}
+}
 
-// New returns a Resolver.
-func New(opts ...Option) *Resolver {
+// New returns a Resolver, or the InvalidArgument error of the first option
+// that refused its value.
+func New(opts ...Option) (*Resolver, error) {
 	r := &Resolver{trusted: map[string]bool{}}
 	for _, o := range opts {
-		o(r)
+		if err := o(r); err != nil {
+			return nil, err
+		}
 	}
 	if r.auth == nil {
-		r.auth = NewAuthorizer()
+		auth, err := NewAuthorizer()
+		if err != nil {
+			return nil, err
+		}
+		r.auth = auth
 	}
-	return r
+	return r, nil
 }
 
 // Authorizer is the Resolver's shared Authorizer.

@@ -8,7 +8,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -69,9 +69,9 @@ func TestMirrorCredentials(t *testing.T) {
 			if tc.mirrorPublic {
 				d = withPublic(t, d, mirror.Host)
 			}
-			kc := keychain.New()
+			kc := keychaintest.New(t)
 			defer kc.Close()
-			res := New(opts...)
+			res := mustNew(t, opts...)
 			if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), img.Ref, newStore(t)); err != nil {
 				t.Fatalf("pull: %v\nupstream:\n%smirror:\n%s", err, up.Summary(), mirror.Summary())
 			}
@@ -112,7 +112,7 @@ func TestBadHostsFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			root := t.TempDir()
 			path := writeHosts(t, root, "registry.example.com", tc.body)
-			_, err := New(WithConfigPath(t.TempDir() + ":" + root)).Hosts(Anonymous)("registry.example.com")
+			_, err := mustNew(t, WithConfigPath(t.TempDir()+":"+root)).Hosts(Anonymous)("registry.example.com")
 			if err == nil {
 				t.Fatal("bad hosts.toml accepted")
 			}
@@ -131,7 +131,7 @@ func TestBadHostsFile(t *testing.T) {
 	// And a good one configures the mirror, with our authorizer on it.
 	root := t.TempDir()
 	writeHosts(t, root, "registry.example.com", "server = \"https://registry.example.com\"\n[host.\"https://m.example.com\"]\n  capabilities = [\"pull\", \"resolve\"]\n  header = { X-Test = \"1\" }\n")
-	hosts, err := New(WithConfigPath(root)).Hosts(Anonymous)("registry.example.com")
+	hosts, err := mustNew(t, WithConfigPath(root)).Hosts(Anonymous)("registry.example.com")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestBadHostsFile(t *testing.T) {
 // Docker Hub resolves to registry-1.docker.io, with the credentials for
 // docker.io.
 func TestDefaultHosts(t *testing.T) {
-	res := New()
+	res := mustNew(t)
 	hosts, err := res.Hosts(Anonymous)("docker.io")
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +162,7 @@ func TestDefaultHosts(t *testing.T) {
 	}
 	// containerd tries https first on localhost (falling back to http);
 	// WithDefaultScheme makes a host plain http.
-	hosts, err = New(WithDefaultScheme("http")).Hosts(Anonymous)("registry.internal:5000")
+	hosts, err = mustNew(t, WithDefaultScheme("http")).Hosts(Anonymous)("registry.internal:5000")
 	if err != nil || hosts[0].Scheme != "http" {
 		t.Fatalf("default scheme: %+v %v", hosts, err)
 	}

@@ -8,15 +8,15 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 // basicBinding is an https registry.example.com binding presenting
 // alice's basic credential, with the host's basic challenge remembered.
 func basicBinding(t *testing.T, a *Authorizer, host string) *hostAuthorizer {
 	t.Helper()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	t.Cleanup(kc.Close)
 	h := a.For(Binding{
 		Host: host, Scheme: "https", Registry: registry.Registry{Host: host},
@@ -50,7 +50,7 @@ func redirected(t *testing.T, from, target, copied string) *http.Request {
 // credential over plain http, and failed the pull on :443 or upper case.)
 func TestAuthorizeBindsCredentialsToOrigin(t *testing.T) {
 	ctx := context.Background()
-	a := NewAuthorizer()
+	a := mustAuthorizer(t)
 	h := basicBinding(t, a, "registry.example.com")
 	const from = "https://registry.example.com/v2/app/blobs/sha256:1"
 	copied := "Basic " + "Y29waWVk"

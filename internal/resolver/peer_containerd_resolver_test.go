@@ -76,8 +76,11 @@ type peerOptions struct {
 // peerHosts is ConfigureDefaultRegistries(WithClient, WithAuthorizer) with
 // this package's Authorizer bound to creds.
 func peerHosts(client *http.Client, creds func(string) (string, string, error)) docker.RegistryHosts {
-	a := NewAuthorizer()
+	a, err := NewAuthorizer()
 	return func(host string) ([]docker.RegistryHost, error) {
+		if err != nil {
+			return nil, err
+		}
 		return []docker.RegistryHost{{
 			Client: client, Host: host, Scheme: "https", Path: "/v2",
 			Capabilities: docker.HostCapabilityPull | docker.HostCapabilityResolve,

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -32,10 +32,10 @@ func TestPullRequestCounts(t *testing.T) {
 			reg.PushRandomImage(t, "alice/app", "v2", "alice", alicePass)
 			reg.Reset()
 
-			kc := keychain.New()
+			kc := keychaintest.New(t)
 			defer kc.Close()
 			d := docs(t, [3]string{"", "alice", alicePass})
-			res := New()
+			res := mustNew(t)
 			store := newStore(t)
 
 			// 1. First pull: HEAD 401 (first contact), HEAD, manifest, config, 2 layers.
@@ -101,9 +101,9 @@ func TestTokenPerCredential(t *testing.T) {
 	a := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
 	b := reg.PushRandomImage(t, "bob/app", "v1", "bob", bobPass)
 	reg.Reset()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New()
+	res := mustNew(t)
 	alice := FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))
 	bob := FromKeychain(kc, docs(t, [3]string{"", "bob", bobPass}))
 

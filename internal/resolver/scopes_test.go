@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -34,10 +34,10 @@ func TestChallengeScopeRememberedAcrossBindings(t *testing.T) {
   capabilities = ["pull", "resolve"]
   override_path = true
 `, upstream, reg.Host))
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	d := docs(t, [3]string{reg.Host, "alice", alicePass})
-	res := New(WithConfigPath(root))
+	res := mustNew(t, WithConfigPath(root))
 	ref := upstream + "/alice/app:v1"
 
 	if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), ref, newStore(t)); err != nil {
@@ -67,9 +67,9 @@ func TestStaleChallengeIsRelearnt(t *testing.T) {
 	reg.Reset()
 	gone := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusGone) }))
 	defer gone.Close()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New()
+	res := mustNew(t)
 	res.Authorizer().challenges.set(reg.Host, challenge{scheme: schemeBearer, realm: gone.URL + "/token", service: reg.Service})
 
 	if err := pull(ctx, res.Hosts(FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))), img.Ref, newStore(t)); err != nil {

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -84,9 +84,9 @@ func TestRedirectTargetGetsAnonymousToken(t *testing.T) {
 	img := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
 	store = startObjectStore(t, reg, basicAuth)
 
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New()
+	res := mustNew(t)
 	d := docs(t, [3]string{"", "alice", alicePass})
 	if err := pull(ctx, res.Hosts(FromKeychain(kc, d)), img.Ref, newStore(t)); err != nil {
 		t.Fatalf("pull: %v\n%s", err, reg.Summary())

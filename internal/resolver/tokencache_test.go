@@ -13,6 +13,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
@@ -76,9 +77,9 @@ func TestTokenWithoutExpiresIn(t *testing.T) {
 	clock := time.Now()
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New(WithAuthorizer(NewAuthorizer(WithClock(now))))
+	res := mustNew(t, WithAuthorizer(mustAuthorizer(t, WithClock(now))))
 	creds := FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))
 	reg.Reset()
 	for i, step := range []struct {
@@ -101,9 +102,9 @@ func TestConcurrentPullsOneTokenFetch(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.WithTokenAuth(), registrytest.WithUser("alice", alicePass))
 	img := reg.PushRandomImage(t, "alice/app", "v1", "alice", alicePass)
 	reg.Reset()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
-	res := New()
+	res := mustNew(t)
 	creds := FromKeychain(kc, docs(t, [3]string{"", "alice", alicePass}))
 	const N = 8
 	var wg sync.WaitGroup
@@ -159,7 +160,7 @@ func TestTokenGrants(t *testing.T) {
 				c.Registry = r
 				return c, nil
 			})
-			if err := pull(ctx, New().Hosts(creds), img.Ref, newStore(t)); err != nil {
+			if err := pull(ctx, mustNew(t).Hosts(creds), img.Ref, newStore(t)); err != nil {
 				t.Fatalf("pull: %v\n%s", err, reg.Summary())
 			}
 			var got []string
@@ -192,7 +193,7 @@ func (f failTransport) RoundTrip(*http.Request) (*http.Response, error) {
 // BenchmarkAuthorizeCachedToken: a request to a bearer host whose token is
 // cached — no network, the cost each blob request of every pull pays.
 func BenchmarkAuthorizeCachedToken(b *testing.B) {
-	a := NewAuthorizer()
+	a := mustAuthorizer(b)
 	host := "registry.example.com"
 	cred := keychain.Credential{Source: "bench", Username: "alice", Secret: secret.New(alicePass)}
 	ha := a.For(Binding{
@@ -229,7 +230,7 @@ func TestTokenKeyIsTheFullCredentialHash(t *testing.T) {
 	host := "registry.example.com"
 	for _, identity := range []bool{false, true} {
 		cred := keychain.Credential{Source: "test", Username: "alice", Secret: secret.New(alicePass), IdentityToken: identity}
-		ha := NewAuthorizer().For(Binding{
+		ha := mustAuthorizer(t).For(Binding{
 			Host: host, Scheme: "https", Registry: registry.Detect(host), Upstream: registry.Detect(host),
 			Credentials: CredentialFunc(func(context.Context, registry.Registry, bool) (keychain.Credential, error) { return cred, nil }),
 			Client:      &http.Client{Transport: failTransport{t}},

@@ -18,6 +18,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials/credtest"
@@ -33,7 +34,7 @@ type env = credtest.Env
 
 func start(t testing.TB, kopts ...keychain.Option) *env {
 	t.Helper()
-	kc := keychain.New(kopts...)
+	kc := keychaintest.New(t, kopts...)
 	t.Cleanup(kc.Close)
 	return credtest.Start(t, credentials.Config{Keychain: kc})
 }

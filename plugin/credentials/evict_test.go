@@ -15,6 +15,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient/remotehosts"
 )
 
@@ -77,7 +78,7 @@ func TestEvictionFloodSparesLiveRef(t *testing.T) {
 	st.SetLiveRefs(func(ctx context.Context) (map[string]struct{}, error) {
 		return SnapshotRefs(namespaces.WithNamespace(ctx, "k8s.io"), sns)
 	})
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	record := func(ns, repo string, docN int) string {
 		t.Helper()
@@ -124,7 +125,7 @@ func TestEvictionFloodSparesLiveRef(t *testing.T) {
 func TestEvictionBoundsEachSource(t *testing.T) {
 	const max, perSource = 64, 16
 	st, clk := boundedStore(t, max, perSource)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	var refsA []string
 	for i := range 3 {
@@ -172,7 +173,7 @@ func pullIn(t *testing.T, kc *keychain.Keychain, st *Store, ns, repo, secret str
 func TestEvictionHardLimit(t *testing.T) {
 	st, clk := boundedStore(t, 4, 4)
 	st.SetLiveRefs(func(context.Context) (map[string]struct{}, error) { return nil, fmt.Errorf("containerd is down") })
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	for i := range 40 {
 		clk.Add(2 * time.Second)
@@ -192,7 +193,7 @@ func TestNamespacePersists(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := keychain.New(keychain.WithRefKey(st.RefKey()))
+	kc := keychaintest.New(t, keychain.WithRefKey(st.RefKey()))
 	defer kc.Close()
 	ref := pullIn(t, kc, st, "tenant-a", "team/app", "a")
 	st2, err := NewStore(ctx, cfg)

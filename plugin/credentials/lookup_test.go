@@ -15,11 +15,12 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 func TestLookupRules(t *testing.T) {
 	ctx := context.Background()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	nodeCalls := 0
@@ -93,7 +94,7 @@ func TestLookupRules(t *testing.T) {
 }
 
 func TestPublicPullAnswersAnonymous(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	srv := newServer(t, kc, st, func(c *Config) {
@@ -110,7 +111,7 @@ func TestPublicPullAnswersAnonymous(t *testing.T) {
 }
 
 func TestDockerHubNames(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	srv := newServer(t, kc, st)
@@ -134,7 +135,7 @@ func TestDockerHubNames(t *testing.T) {
 // Two pods, two repositories, two secrets: every answer is the right one,
 // even under concurrent load, and a ref never yields the other pull's.
 func TestIsolation(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	srv := newServer(t, kc, st)
@@ -182,7 +183,7 @@ func TestIsolation(t *testing.T) {
 // A record whose document does not resolve to the ref it was recorded
 // under (a CRI bug) is refused rather than answered.
 func TestMismatchedRecordRefused(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	srv := newServer(t, kc, st)
@@ -205,7 +206,7 @@ func TestMismatchedRecordRefused(t *testing.T) {
 func TestRemintFromSourceHoursLater(t *testing.T) {
 	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 	fm := &fakeMinter{life: time.Hour, now: clk.Now}
-	kc := keychain.New(keychain.WithProvider(fm), keychain.WithClock(clk.Now))
+	kc := keychaintest.New(t, keychain.WithProvider(fm), keychain.WithClock(clk.Now))
 	defer kc.Close()
 	st := memStore(t)
 	srv := newServer(t, kc, st)
@@ -304,7 +305,7 @@ func TestSharedScopeRefAnswersEachHost(t *testing.T) {
 	}
 	newKeychain := func(st *Store) *keychain.Keychain {
 		fm := &fakeMinter{life: time.Hour, now: time.Now}
-		kc := keychain.New(keychain.WithProvider(scopedMinter{fm}), keychain.WithRefKey(st.RefKey()))
+		kc := keychaintest.New(t, keychain.WithProvider(scopedMinter{fm}), keychain.WithRefKey(st.RefKey()))
 		t.Cleanup(kc.Close)
 		return kc
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 // A pull made with a node credential (document.Document.Node) is recorded
@@ -19,7 +20,7 @@ func TestNodeDocumentRecordSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc1 := keychain.New(keychain.WithRefKey(st1.RefKey()))
+	kc1 := keychaintest.New(t, keychain.WithRefKey(st1.RefKey()))
 	doc := basicDoc(t, hostA, "node", canaryA)
 	doc.Node = true
 	ref := pull(t, kc1, st1, hostA, "team/app", doc)
@@ -29,7 +30,7 @@ func TestNodeDocumentRecordSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc2 := keychain.New(keychain.WithRefKey(st2.RefKey()))
+	kc2 := keychaintest.New(t, keychain.WithRefKey(st2.RefKey()))
 	defer kc2.Close()
 	cred, err := newServer(t, kc2, st2).Lookup(ctx, Query{Host: hostA, Repository: "team/app", CredentialRef: ref})
 	if err != nil || cred.Secret.Reveal() != canaryA || cred.Ref != ref {

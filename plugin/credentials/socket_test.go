@@ -20,6 +20,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/asuser"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/credprobe"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
 
@@ -61,7 +62,7 @@ func openSocket(t *testing.T, s *Server) string {
 func TestPeerUIDRefused(t *testing.T) {
 	asuser.RequireRoot(t)
 	logs := captureLogs(t)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	pull(t, kc, st, hostA, "team/app", basicDoc(t, hostA, "alice", canaryA))
@@ -99,7 +100,7 @@ func TestPeerUIDRefused(t *testing.T) {
 
 // A server without PeerCredentials cannot know its callers and refuses all.
 func TestWithoutPeerCredentialsRefused(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	srv := newServer(t, kc, memStore(t))
 	_, err := srv.GetCredentials(context.Background(), &credentialsv1.GetCredentialsRequest{Host: hostA})
@@ -161,7 +162,7 @@ func TestListenModes(t *testing.T) {
 // carries no secret.
 func TestServiceOverSocket(t *testing.T) {
 	logs := captureLogs(t)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	ref := pull(t, kc, st, hostA, "team/app", basicDoc(t, hostA, "alice", canaryA))
@@ -227,7 +228,7 @@ func peerCtx() context.Context {
 
 func TestNoSecretInErrorsOrLogs(t *testing.T) {
 	logs := captureLogs(t)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st := memStore(t)
 	docA, docB := basicDoc(t, hostA, "a", canaryA), basicDoc(t, hostA, "b", canaryB)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/pkg/credclient"
 )
 
@@ -40,7 +41,7 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc1 := keychain.New(keychain.WithRefKey(st1.RefKey()))
+	kc1 := keychaintest.New(t, keychain.WithRefKey(st1.RefKey()))
 	refA := pull(t, kc1, st1, hostA, "tenant-a/app", basicDoc(t, hostA, "alice", canaryA))
 	refB := pull(t, kc1, st1, hostA, "tenant-b/app", basicDoc(t, hostA, "bob", canaryB))
 	pull(t, kc1, st1, "ghcr.io", "org/public", publicDoc(t, "ghcr.io"))
@@ -71,7 +72,7 @@ func TestPersistenceRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc2 := keychain.New(keychain.WithRefKey(st2.RefKey()))
+	kc2 := keychaintest.New(t, keychain.WithRefKey(st2.RefKey()))
 	defer kc2.Close()
 	c, err := credclient.New(serve(t, newServer(t, kc2, st2)), credclient.WithCacheTTL(0))
 	if err != nil {
@@ -116,7 +117,7 @@ func TestPersistenceRoundTrip(t *testing.T) {
 // records anew.
 func TestRestartWithoutPersistence(t *testing.T) {
 	ctx := context.Background()
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st1 := memStore(t)
 	ref := pull(t, kc, st1, hostA, "team/app", basicDoc(t, hostA, "alice", canaryA))
@@ -144,7 +145,7 @@ func TestRestartWithoutPersistence(t *testing.T) {
 func TestStateUnderAnotherKey(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "state")
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	st, err := NewStore(ctx, StoreConfig{StateDir: dir})
 	if err != nil {

@@ -372,7 +372,8 @@ func checkCache(s *settings, p *problems) {
 	if s.CacheSize < 0 {
 		p.add("cache_size", "%d is negative", s.CacheSize)
 	}
-	if s.RefreshFraction <= 0 || s.RefreshFraction >= 1 {
+	// Written so NaN (TOML has nan) fails too.
+	if !(s.RefreshFraction > 0 && s.RefreshFraction < 1) {
 		p.add("refresh_fraction", "%v is not between 0 and 1", s.RefreshFraction)
 	}
 	if d, err := time.ParseDuration(s.MintTimeout); err != nil || d <= 0 {

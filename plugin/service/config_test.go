@@ -1,6 +1,7 @@
 package service
 
 import (
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -34,6 +35,9 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 		{"annotation_prefix", Config{AnnotationPrefix: "no-slash"}},
 		{"cache_size", Config{CacheSize: -1}},
 		{"refresh_fraction", Config{RefreshFraction: 1.5}},
+		{"refresh_fraction", Config{RefreshFraction: -0.5}},
+		// TOML has nan; it fails every comparison.
+		{"refresh_fraction", Config{RefreshFraction: math.NaN()}},
 		{"mint_timeout", Config{MintTimeout: "soon"}},
 		{"registry_mappings", Config{RegistryMappings: []registry.Mapping{{Host: "mirror.local", Kind: "nope"}}}},
 		{"trusted_mirrors", Config{TrustedMirrors: []string{"not a host"}}},
@@ -74,6 +78,28 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	_, err := Config{PullMode: "sideways", StateDir: "state"}.validate()
 	if err == nil || !strings.Contains(err.Error(), "pull_mode:") || !strings.Contains(err.Error(), "state_dir:") {
 		t.Errorf("two bad keys: got %v", err)
+	}
+}
+
+// The keys the keychain's and resolver's options also check are refused
+// by New under the key's name, before an option could refuse the value
+// under its Go name.
+func TestNewNamesTheKeyNotTheOption(t *testing.T) {
+	for _, tc := range []struct {
+		key string
+		cfg Config
+	}{
+		{"cache_size", Config{CacheSize: -1}},
+		{"refresh_fraction", Config{RefreshFraction: math.NaN()}},
+		{"refresh_fraction", Config{RefreshFraction: 1}},
+		{"mint_timeout", Config{MintTimeout: "-1s"}},
+		{"trusted_mirrors", Config{TrustedMirrors: []string{""}}},
+	} {
+		_, err := New(tc.cfg)
+		if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "b9-resolver config: "+tc.key+":") ||
+			strings.Contains(err.Error(), "keychain.") || strings.Contains(err.Error(), "resolver.With") {
+			t.Errorf("%s: error %v, want the config key's own", tc.key, err)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/resolver"
 	"github.com/beam-cloud/b9-resolver/internal/secret"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -47,7 +48,7 @@ func newTestPullAuth(t *testing.T, imageHost string, ann map[string]string, auth
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	t.Cleanup(kc.Close)
 	return newPullAuth(kc, nil, &requestSources{imageHost: imageHost, annotations: docs, auth: a, node: node}, strict)
 }
@@ -220,7 +221,7 @@ func TestInvalidateResolvesAgainButKeepsTheRecord(t *testing.T) {
 }
 
 func TestSourceIsThisPullsEvenOnACacheHit(t *testing.T) {
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	defer kc.Close()
 	resolve := func(key string) keychain.Credential {
 		docs, err := document.FromAnnotations(map[string]string{key: "alice:" + canaryPass}, "", "127.0.0.1:5000")
@@ -303,7 +304,7 @@ func TestNearExpiryCredentialIsAskedForAgain(t *testing.T) {
 		{keychain.DefaultMaxMargin / 2, "tok-2"},
 	} {
 		p := &lifeProvider{life: tt.life}
-		kc := keychain.New(keychain.WithProvider(p))
+		kc := keychaintest.New(t, keychain.WithProvider(p))
 		docs, err := document.FromAnnotations(map[string]string{annKey: `{"type":"aws","credentials":{"AWS_ACCESS_KEY_ID":"AKID","AWS_SECRET_ACCESS_KEY":"` + canaryPass + `"}}`}, "", host)
 		if err != nil {
 			t.Fatal(err)

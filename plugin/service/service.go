@@ -153,7 +153,9 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	// Fingerprints (ListCredentials, logs) are an HMAC under a key from
 	// the same node key, so ctr-b9 --node-key shows the same ones; without
 	// a node key, under the keychain's random per-process key.
-	kopts = append(kopts, keychain.WithFingerprintKey(store.FingerprintKey()))
+	if k := store.FingerprintKey(); k != nil {
+		kopts = append(kopts, keychain.WithFingerprintKey(k))
+	}
 	// Options given to New come last, so they can replace a provider.
 	kopts = append(kopts, o.keychainOpts...)
 
@@ -179,22 +181,34 @@ func New(cfg Config, opts ...Option) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The settings were validated above under their own key names; an
+	// option refused here is a value validate let through.
+	kc, err := keychain.New(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("b9-resolver: keychain: %w", err)
+	}
+	res, err := resolver.New(
+		resolver.WithConfigPath(s.ConfigPath),
+		resolver.WithDetector(s.detector),
+		resolver.WithTrustedMirrors(s.TrustedMirrors...),
+	)
+	if err != nil {
+		kc.Close()
+		return nil, fmt.Errorf("b9-resolver: resolver: %w", err)
+	}
 	conn, err := connectContainerd(o.inProcess, s.ContainerdAddress)
 	if err != nil {
+		kc.Close()
 		return nil, err
 	}
 	svc := &Service{
 		identities: identities,
 		opts:       o,
 		cfg:        s,
-		keychain:   keychain.New(kopts...),
+		keychain:   kc,
 		node:       nodeChain(s),
 		flights:    newPullFlights[pulled](),
-		resolver: resolver.New(
-			resolver.WithConfigPath(s.ConfigPath),
-			resolver.WithDetector(s.detector),
-			resolver.WithTrustedMirrors(s.TrustedMirrors...),
-		),
+		resolver:   res,
 		containerd: conn,
 		pull:       pull,
 	}

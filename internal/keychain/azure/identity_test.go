@@ -12,6 +12,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 const userIdentity = "0d1e2f3a-0000-4000-8000-0000000000a1"
@@ -153,7 +154,7 @@ func TestManagedIdentityRecoversAndCaches(t *testing.T) {
 	z := newEmu(t)
 	z.AssignIdentity(tenantID, "")
 	z.Fail(cloudemu.APIIMDSToken, cloudemu.NotFound, 2)
-	kc := keychain.New(keychain.WithProvider(identityProvider(z)))
+	kc := keychaintest.New(t, keychain.WithProvider(identityProvider(z)))
 	defer kc.Close()
 	doc := nodeDoc(t)
 	for range 5 {

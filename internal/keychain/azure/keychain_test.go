@@ -11,10 +11,11 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 func newKeychain(tb testing.TB, p *Provider) *keychain.Keychain {
-	kc := keychain.New(keychain.WithProvider(p))
+	kc := keychaintest.New(tb, keychain.WithProvider(p))
 	tb.Cleanup(kc.Close)
 	return kc
 }

@@ -9,9 +9,9 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 func mustDocs(t *testing.T, source, text, host string) []document.Document {
@@ -135,7 +135,7 @@ func (s counting) Lookup(context.Context, Query) (Candidate, bool, error) {
 func TestWalk(t *testing.T) {
 	const host = "reg.example"
 	reg := registry.Detect(host)
-	kc := keychain.New()
+	kc := keychaintest.New(t)
 	t.Cleanup(kc.Close)
 	doc := func(text string) Candidate {
 		return Candidate{Tier: TierAnnotation, Doc: mustDocs(t, "annotation x", text, host)[0]}

@@ -6,11 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/canarydoc"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/cloudemu"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 // No error quotes a value read from a credential document. A canary is
@@ -27,7 +27,7 @@ func TestNoErrorQuotesADocumentValue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc := keychain.New(env.KeychainOptions...)
+	kc := keychaintest.New(t, env.KeychainOptions...)
 	defer kc.Close()
 
 	cases := env.Cases()

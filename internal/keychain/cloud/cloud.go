@@ -67,5 +67,5 @@ func New(c Config, opts ...keychain.Option) (*keychain.Keychain, error) {
 	if err != nil {
 		return nil, err
 	}
-	return keychain.New(append(copts, opts...)...), nil
+	return keychain.New(append(copts, opts...)...)
 }

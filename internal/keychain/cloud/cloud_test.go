@@ -8,6 +8,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 )
 
 // TestEveryTypeHasAProvider: a bare keychain refuses cloud types; the node
@@ -25,7 +26,7 @@ func TestEveryTypeHasAProvider(t *testing.T) {
 			t.Fatal(err)
 		}
 		reg := registry.Detect("registry.example.com")
-		if _, err := keychain.New().Resolve(t.Context(), reg, d[0]); !errdefs.IsNotImplemented(err) {
+		if _, err := keychaintest.New(t).Resolve(t.Context(), reg, d[0]); !errdefs.IsNotImplemented(err) {
 			t.Fatalf("%s: bare keychain err = %v, want NotImplemented", typ, err)
 		}
 		_, err = mustNew(t).Resolve(t.Context(), reg, d[0])

@@ -12,6 +12,7 @@ import (
 	"github.com/beam-cloud/b9-resolver/internal/keychain"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/document"
 	"github.com/beam-cloud/b9-resolver/internal/keychain/registry"
+	"github.com/beam-cloud/b9-resolver/internal/testutil/keychaintest"
 	"github.com/beam-cloud/b9-resolver/plugin/credentials"
 )
 
@@ -33,7 +34,7 @@ func (e *Env) RPCs() int64 { return e.rpcs.Load() }
 func Start(t testing.TB, cfg credentials.Config) *Env {
 	t.Helper()
 	if cfg.Keychain == nil {
-		cfg.Keychain = keychain.New()
+		cfg.Keychain = keychaintest.New(t)
 		t.Cleanup(cfg.Keychain.Close)
 	}
 	if cfg.Store == nil {
