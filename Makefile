@@ -7,7 +7,7 @@ VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo de
 LDFLAGS   := -X github.com/beam-cloud/b9-resolver/internal/version.Version=$(VERSION)
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test unit lint vet staticcheck bench bench-e2e fuzz demo clean proto
+.PHONY: all build test unit lint vet staticcheck bench bench-e2e fuzz demo clean proto release-bin image deb
 
 all: build
 
@@ -73,7 +73,7 @@ proto:
 		api/credentials/v1/credentials.proto
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) $(DIST)
 
 # containerd-b9: upstream containerd with the b9-resolver plugin, plus the
 # `standalone` subcommand. CGO_ENABLED=0 (above) drops btrfs, which needs cgo.
@@ -86,3 +86,44 @@ $(BIN)/containerd-b9: FORCE
 # temp dir, pull through the b9 socket with an annotation credential.
 demo: $(BIN)/containerd-b9 $(BIN)/ctr-b9
 	./hack/demo.sh
+
+# Release artifacts, reproducible from a commit: static binaries built with
+# -trimpath and no build id, every timestamp SOURCE_DATE_EPOCH (the commit
+# time), nothing pulled but Go modules.
+DIST              := $(CURDIR)/dist
+GOARCH            ?= $(shell $(GO) env GOARCH)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+REVISION          ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE_NAME        ?= ghcr.io/beam-cloud/b9-resolver:$(VERSION)
+RELEASE_BIN       := $(DIST)/bin-linux-$(GOARCH)
+export SOURCE_DATE_EPOCH
+
+release-bin:
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -buildvcs=false \
+		-ldflags '-s -w -buildid= $(LDFLAGS)' -o $(RELEASE_BIN)/containerd-b9 ./cmd/containerd-b9
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(GOARCH) $(GO) build -trimpath -buildvcs=false \
+		-ldflags '-s -w -buildid= $(LDFLAGS)' -o $(RELEASE_BIN)/ctr-b9 ./cmd/ctr-b9
+
+# image: the standalone daemon's container image as an OCI layout in
+# dist/image (no Docker daemon, no base image: see hack/image), then checked.
+# Push it with any OCI tool, e.g. `crane push dist/image REF` or
+# `skopeo copy oci:dist/image docker://REF`.
+image: release-bin
+	$(GO) run ./hack/image -bin $(RELEASE_BIN) -out $(DIST)/image -name $(IMAGE_NAME) \
+		-version $(VERSION) -revision $(REVISION) -arch $(GOARCH)
+	$(GO) run ./hack/image -verify $(DIST)/image
+
+# deb: dist/b9-resolver_<version>_<arch>.deb with nfpm (contrib/nfpm.yaml):
+# both binaries, the standalone unit and the plugin-mode containerd drop-in.
+NFPM_VERSION := v2.45.2
+# v1.2.3 -> 1.2.3, v1.2.3-4-gSHA -> 1.2.3+4+gSHA, a bare SHA -> 0.0.0~gitSHA.
+DEB_VERSION  := $(shell echo '$(VERSION)' | sed -E '/^v[0-9]/{s/^v//;b};s/^/0.0.0~git/' | sed 's/-/+/g')
+$(TOOLS)/nfpm:
+	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
+
+deb: release-bin $(TOOLS)/nfpm
+	mkdir -p $(DIST)
+	DEB_VERSION='$(DEB_VERSION)' BIN_DIR=$(RELEASE_BIN) \
+		$(TOOLS)/nfpm package --config contrib/nfpm.yaml --packager deb \
+		--target $(DIST)/b9-resolver_$(DEB_VERSION)_$(GOARCH).deb
+	./hack/check-deb.sh $(DIST)/b9-resolver_$(DEB_VERSION)_$(GOARCH).deb
