@@ -122,8 +122,9 @@ $(TOOLS)/nfpm:
 	GOBIN=$(TOOLS) CGO_ENABLED=0 $(GO) install github.com/goreleaser/nfpm/v2/cmd/nfpm@$(NFPM_VERSION)
 
 deb: release-bin $(TOOLS)/nfpm
-	mkdir -p $(DIST)
-	DEB_VERSION='$(DEB_VERSION)' BIN_DIR=$(RELEASE_BIN) \
+	rm -rf $(DIST)/deb-bin && mkdir -p $(DIST)/deb-bin
+	cp $(RELEASE_BIN)/containerd-b9 $(RELEASE_BIN)/ctr-b9 $(DIST)/deb-bin/
+	DEB_VERSION='$(DEB_VERSION)' \
 		$(TOOLS)/nfpm package --config contrib/nfpm.yaml --packager deb \
 		--target $(DIST)/b9-resolver_$(DEB_VERSION)_$(GOARCH).deb
 	./hack/check-deb.sh $(DIST)/b9-resolver_$(DEB_VERSION)_$(GOARCH).deb
