@@ -3,41 +3,32 @@ package integration
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/beam-cloud/b9-resolver/internal/secret"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
 )
 
-var (
-	ctrB9Once sync.Once
-	ctrB9Bin  string
-	ctrB9Err  error
-)
+var ctrB9Build builtOnce
 
 // ctrB9Binary builds bin/ctr-b9 once per run.
 func ctrB9Binary(t testing.TB) string {
 	t.Helper()
-	binaries(t)
-	ctrB9Once.Do(func() {
-		ctrB9Bin = filepath.Join(moduleRoot, "bin", "ctr-b9")
-		cmd := exec.Command("go", "build", "-o", ctrB9Bin, "./cmd/ctr-b9")
+	return ctrB9Build.get(t, "ctr-b9", func() (string, error) {
+		bin := filepath.Join(moduleRoot, "bin", "ctr-b9")
+		cmd := exec.Command("go", "build", "-o", bin, "./cmd/ctr-b9")
 		cmd.Dir = moduleRoot
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			ctrB9Err = err
-			t.Logf("%s", out)
+			return "", fmt.Errorf("go build ./cmd/ctr-b9: %v\n%s", err, out)
 		}
+		return bin, nil
 	})
-	if ctrB9Err != nil {
-		t.Fatalf("go build ./cmd/ctr-b9: %v", ctrB9Err)
-	}
-	return ctrB9Bin
 }
 
 type cliResult struct {

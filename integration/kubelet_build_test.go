@@ -30,11 +30,26 @@ var kubeletStaging = []string{
 	"sample-apiserver", "sample-cli-plugin", "sample-controller",
 }
 
-var (
-	kubeletOnce sync.Once
-	kubeletPath string
-	kubeletErr  error
-)
+// builtOnce is a program the suite builds (or finds) once per run.
+type builtOnce struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get returns the program's path, running build the first time; a build
+// error fails every test that asks.
+func (b *builtOnce) get(t *testing.T, what string, build func() (string, error)) string {
+	t.Helper()
+	binaries(t)
+	b.once.Do(func() { b.path, b.err = build() })
+	if b.err != nil {
+		t.Fatalf("building %s: %v", what, b.err)
+	}
+	return b.path
+}
+
+var kubeletBuild, shimBuild builtOnce
 
 // kubeletBinary returns .cache/bin/kubelet-<version>, building it the
 // first time (B9_KUBELET overrides). The build is a generated wrapper
@@ -42,24 +57,19 @@ var (
 // about 3.5 minutes on 2 cores with a cold build cache.
 func kubeletBinary(t *testing.T) string {
 	t.Helper()
-	binaries(t)
-	kubeletOnce.Do(func() {
+	return kubeletBuild.get(t, "kubelet "+kubeletVersion, func() (string, error) {
 		if p := os.Getenv("B9_KUBELET"); p != "" {
-			kubeletPath = p
-			return
+			return p, nil
 		}
-		kubeletPath = filepath.Join(moduleRoot, ".cache", "bin", "kubelet-"+kubeletVersion)
-		if _, err := os.Stat(kubeletPath); err == nil {
-			return
+		path := filepath.Join(moduleRoot, ".cache", "bin", "kubelet-"+kubeletVersion)
+		if _, err := os.Stat(path); err == nil {
+			return path, nil
 		}
 		start := time.Now()
-		kubeletErr = buildKubelet(filepath.Join(moduleRoot, ".cache", "kubelet-"+kubeletVersion), kubeletPath)
+		err := buildKubelet(filepath.Join(moduleRoot, ".cache", "kubelet-"+kubeletVersion), path)
 		t.Logf("built kubelet %s in %s", kubeletVersion, time.Since(start).Round(time.Second))
+		return path, err
 	})
-	if kubeletErr != nil {
-		t.Fatalf("building kubelet %s: %v", kubeletVersion, kubeletErr)
-	}
-	return kubeletPath
 }
 
 // kubeletGoMod is the wrapper module: kubelet as a tool of a module that
@@ -101,43 +111,30 @@ func buildKubelet(srcDir, out string) error {
 	return os.Rename(tmp, out)
 }
 
-var (
-	shimOnce sync.Once
-	shimDir  string
-	shimErr  error
-)
-
 // runcShimDir returns a folder holding containerd-shim-runc-v2 built from
 // the containerd module this repository requires (containerd finds its
 // shim on PATH), cached under .cache/shim-<version>.
 func runcShimDir(t *testing.T) string {
 	t.Helper()
-	binaries(t)
-	shimOnce.Do(func() {
+	return shimBuild.get(t, "containerd-shim-runc-v2", func() (string, error) {
 		const pkg = "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
 		cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/containerd/containerd/v2")
 		cmd.Dir = moduleRoot
 		v, err := cmd.Output()
 		if err != nil {
-			shimErr = fmt.Errorf("go list -m containerd: %v", err)
-			return
+			return "", fmt.Errorf("go list -m containerd: %v", err)
 		}
-		shimDir = filepath.Join(moduleRoot, ".cache", "shim-"+strings.TrimSpace(string(v)))
-		bin := filepath.Join(shimDir, "containerd-shim-runc-v2")
+		dir := filepath.Join(moduleRoot, ".cache", "shim-"+strings.TrimSpace(string(v)))
+		bin := filepath.Join(dir, "containerd-shim-runc-v2")
 		if _, err := os.Stat(bin); err == nil {
-			return
+			return dir, nil
 		}
 		build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
 		build.Dir = moduleRoot
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
-			shimErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-			return
+			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
-		shimErr = os.Rename(bin+".tmp", bin)
+		return dir, os.Rename(bin+".tmp", bin)
 	})
-	if shimErr != nil {
-		t.Fatal(shimErr)
-	}
-	return shimDir
 }

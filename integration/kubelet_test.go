@@ -38,7 +38,10 @@ const kubeletNodeName = "b9node"
 // carries on, each IfNotPresent pod of a secret-pulled image now checked
 // by the registry; kubelet's image GC removes an unused image through
 // b9's RemoveImage while ListImages through b9 marks the sandbox image
-// pinned; no secret reaches kubelet's log at -v=4 or b9's log lines.
+// pinned; with the registry stopped, a crashing IfNotPresent container
+// whose pod's credential pulled the image restarts while pods with another
+// credential or none are refused; no secret reaches kubelet's log at -v=4
+// or b9's log lines.
 // Every path is under the test's dir except the few kubelet hard-codes,
 // which are removed; the sysctls kubelet sets are restored; no shim,
 // container or cgroup outlives the test.
@@ -204,6 +207,33 @@ func TestKubelet(t *testing.T) {
 		for _, ref := range []string{refs["pause:3.10"], refs["app/kube:v1"]} {
 			if !k.imagePresent(t, ref) {
 				t.Errorf("GC removed %s (pinned sandbox image, or in use)", ref)
+			}
+		}
+	})
+
+	t.Run("registry outage with ensure_secret_pulled_images", func(t *testing.T) {
+		// A crashing IfNotPresent container whose pod's credential pulled
+		// the image restarts while the registry is down: the credential
+		// is on the image's record. Another credential, or none, is still
+		// refused.
+		k.addPod(t, staticPod{name: "crash", image: refs["app/crash:v1"], policy: "IfNotPresent", annotations: alice, marker: "crash", exitAfter: 2 * time.Second})
+		k.waitStarted(t, "crash", 1)
+		reg.Stop()
+		before := k.maxAttempt(t, "crash")
+		okBefore := pulls("OK")
+		k.waitStarted(t, "crash", before+2)
+		if got := pulls("OK") - okBefore; got < 2 {
+			t.Errorf("%v PullImage calls answered OK during the outage for two restarts, want 2 (one per restart)", got)
+		}
+		mallory := map[string]string{annKey: basicDoc(reg.Host, "mallory", canary("mallory"))}
+		for name, ann := range map[string]map[string]string{"crash-nocred": nil, "crash-mallory": mallory} {
+			k.addPod(t, staticPod{name: name, image: refs["app/crash:v1"], policy: "IfNotPresent", annotations: ann, marker: name})
+			line := k.waitLogLine(t, func(l string) bool {
+				return strings.Contains(l, name+"-"+kubeletNodeName) && strings.Contains(l, "ErrImagePull")
+			}, time.Minute)
+			t.Logf("%s: %s", name, trimLine(line, 300))
+			if c := k.containers(t, name); len(c) != 0 {
+				t.Errorf("pod %s started the image during the outage without the credential on its record: %+v", name, c)
 			}
 		}
 	})
@@ -535,6 +565,25 @@ func (k *kubeletRun) waitRunning(t *testing.T, name string, minAttempt int) {
 		}
 		return false
 	})
+}
+
+// maxAttempt is the highest container attempt of pod name (-1: none).
+func (k *kubeletRun) maxAttempt(t *testing.T, name string) int {
+	t.Helper()
+	m := -1
+	for _, c := range k.containers(t, name) {
+		m = max(m, c.Attempt)
+	}
+	return m
+}
+
+// waitStarted waits until pod name has a container of attempt at least
+// attempt (kubelet created it, running or already exited).
+func (k *kubeletRun) waitStarted(t *testing.T, name string, attempt int) {
+	t.Helper()
+	waitForProc(t, k.p, 2*time.Minute, fmt.Sprintf("pod %s's container attempt %d", name, attempt), func() bool {
+		return k.maxAttempt(t, name) >= attempt
+	}, func() string { return k.logLines(name+"-"+kubeletNodeName, 20) })
 }
 
 // waitLog waits for text in the container log of pod name.
