@@ -49,7 +49,7 @@ func (b *builtOnce) get(t *testing.T, what string, build func() (string, error))
 	return b.path
 }
 
-var kubeletBuild, shimBuild builtOnce
+var kubeletBuild builtOnce
 
 // kubeletBinary returns .cache/bin/kubelet-<version>, building it the
 // first time (B9_KUBELET overrides). The build is a generated wrapper
@@ -109,32 +109,4 @@ func buildKubelet(srcDir, out string) error {
 		}
 	}
 	return os.Rename(tmp, out)
-}
-
-// runcShimDir returns a folder holding containerd-shim-runc-v2 built from
-// the containerd module this repository requires (containerd finds its
-// shim on PATH), cached under .cache/shim-<version>.
-func runcShimDir(t *testing.T) string {
-	t.Helper()
-	return shimBuild.get(t, "containerd-shim-runc-v2", func() (string, error) {
-		const pkg = "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2"
-		cmd := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/containerd/containerd/v2")
-		cmd.Dir = moduleRoot
-		v, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("go list -m containerd: %v", err)
-		}
-		dir := filepath.Join(moduleRoot, ".cache", "shim-"+strings.TrimSpace(string(v)))
-		bin := filepath.Join(dir, "containerd-shim-runc-v2")
-		if _, err := os.Stat(bin); err == nil {
-			return dir, nil
-		}
-		build := exec.Command("go", "build", "-trimpath", "-o", bin+".tmp", pkg)
-		build.Dir = moduleRoot
-		build.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := build.CombinedOutput(); err != nil {
-			return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
-		}
-		return dir, os.Rename(bin+".tmp", bin)
-	})
 }

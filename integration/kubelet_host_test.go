@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -246,22 +245,3 @@ func pids() []int {
 	}
 	return out
 }
-
-// capSysResource reports whether this process may raise limits and lower
-// oom_score_adj (CAP_SYS_RESOURCE, bit 24 of CapEff). Without it, CRI must
-// not set a container's oom_score_adj below its own.
-func capSysResource() bool {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<24) != 0
-		}
-	}
-	return false
-}
-
-var errNoRunc = errors.New("runc not found on PATH: install Debian's runc (.ci/run does)")

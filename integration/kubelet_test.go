@@ -47,9 +47,8 @@ const kubeletNodeName = "b9node"
 // container or cgroup outlives the test.
 func TestKubelet(t *testing.T) {
 	requireRoot(t)
-	runc, err := exec.LookPath("runc")
-	if err != nil {
-		t.Fatal(errNoRunc)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Fatal("runc not found on PATH: install Debian's runc (.ci/run does)")
 	}
 	guard := guardHost(t)
 	kubelet := kubeletBinary(t)
@@ -59,6 +58,7 @@ func TestKubelet(t *testing.T) {
 	reg := registrytest.Start(t, registrytest.WithTokenAuth(),
 		registrytest.WithUser("alice", passA, "app/kube", "app/other", "app/gc", "app/ensure", "app/crash"),
 		registrytest.WithUser("admin", admin, "*"),
+		// containerd's CRI pulls the sandbox image itself, anonymously.
 		registrytest.WithAnonymousPull("pause"))
 	refs := map[string]string{}
 	for name, img := range images {
@@ -67,10 +67,11 @@ func TestKubelet(t *testing.T) {
 	}
 	alice := map[string]string{annKey: basicDoc(reg.Host, "alice", passA)}
 
+	// runc with cgroupfs, the locally built sandbox image (pinned), no
+	// CNI (hostNetwork pods only), b9's metrics on containerd's address.
+	criConfig, criEnv, pauseRef := sandboxRuntime(t, reg, "admin", admin)
 	metricsAddr := freeAddr(t)
-	extra := kubeletCRIConfig(runc, refs["pause:3.10"], metricsAddr)
-	n := newNode(t, nodeConfig{pullMode: "direct", extra: extra.String(),
-		env: []string{"PATH=" + runcShimDir(t) + ":" + os.Getenv("PATH")}})
+	n := newNode(t, nodeConfig{pullMode: "direct", extra: fmt.Sprintf("[metrics]\n  address = '%s'\n%s", metricsAddr, criConfig), env: criEnv})
 	guard.watchShims(n.containerd)
 	k := startKubelet(t, n, kubelet)
 	// Deferred, so it runs before the cleanups stop containerd (a restart
@@ -200,11 +201,11 @@ func TestKubelet(t *testing.T) {
 			t.Fatalf("crictl images via b9: %v\n%s", r.err, r.out)
 		}
 		for _, img := range list.Images {
-			if sandbox := slices.Contains(img.RepoTags, refs["pause:3.10"]); img.Pinned != sandbox {
+			if sandbox := slices.Contains(img.RepoTags, pauseRef); img.Pinned != sandbox {
 				t.Errorf("ListImages via b9: %v pinned=%v, want %v", img.RepoTags, img.Pinned, sandbox)
 			}
 		}
-		for _, ref := range []string{refs["pause:3.10"], refs["app/kube:v1"]} {
+		for _, ref := range []string{pauseRef, refs["app/kube:v1"]} {
 			if !k.imagePresent(t, ref) {
 				t.Errorf("GC removed %s (pinned sandbox image, or in use)", ref)
 			}
@@ -257,8 +258,8 @@ func trimLine(s string, n int) string {
 }
 
 // buildKubeImages builds testdata/kubeapp (static) and packs it into the
-// images the pods run: a sandbox image (/pause) and app images that differ
-// by one file, so each has its own digest.
+// images the pods run, which differ by one file, so each has its own
+// digest.
 func buildKubeImages(t *testing.T) map[string]v1.Image {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "kubeapp")
@@ -280,7 +281,6 @@ func buildKubeImages(t *testing.T) map[string]v1.Image {
 		}
 		out[name] = img
 	}
-	build("pause:3.10", imagebuild.Spec{Files: []imagebuild.File{{Path: "/pause", Mode: 0o755, Data: prog}}, Entrypoint: []string{"/pause"}})
 	for _, name := range []string{"app/kube:v1", "app/other:v1", "app/gc:v1", "app/ensure:v1", "app/crash:v1"} {
 		build(name, imagebuild.Spec{Files: []imagebuild.File{
 			{Path: "/app", Mode: 0o755, Data: prog},
@@ -288,26 +288,6 @@ func buildKubeImages(t *testing.T) map[string]v1.Image {
 		}, Entrypoint: []string{"/app"}})
 	}
 	return out
-}
-
-// kubeletCRIConfig is the containerd config kubelet's runtime needs: runc
-// with cgroupfs, the locally built sandbox image, no CNI (hostNetwork pods
-// only), b9's metrics on containerd's metrics address.
-func kubeletCRIConfig(runc, pauseRef, metricsAddr string) *strings.Builder {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[metrics]\n  address = '%s'\n", metricsAddr)
-	fmt.Fprintf(&b, "[plugins.'io.containerd.cri.v1.images'.pinned_images]\n  sandbox = '%s'\n", pauseRef)
-	b.WriteString("[plugins.'io.containerd.cri.v1.runtime']\n")
-	if !capSysResource() {
-		// Without CAP_SYS_RESOURCE containerd may not give a container an
-		// oom_score_adj below its own; CRI then clamps instead of failing.
-		b.WriteString("  restrict_oom_score_adj = true\n")
-	}
-	b.WriteString("  [plugins.'io.containerd.cri.v1.runtime'.cni]\n    conf_dir = '/nonexistent/b9-kubelet-test'\n")
-	b.WriteString("  [plugins.'io.containerd.cri.v1.runtime'.containerd]\n    default_runtime_name = 'runc'\n")
-	b.WriteString("    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]\n      runtime_type = 'io.containerd.runc.v2'\n")
-	fmt.Fprintf(&b, "      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]\n        BinaryName = '%s'\n        SystemdCgroup = false\n", runc)
-	return &b
 }
 
 // setPluginOption adds a line to the b9-resolver table of n's config (for

@@ -1,9 +1,8 @@
-// Command kubeapp is the only program in the images the kubelet test runs
-// (built static, packed with internal/imagebuild: the test pulls no
-// image from outside). Installed as /pause it is the pod sandbox: it waits
-// for SIGTERM or SIGINT. Installed as /app it prints "kubeapp <marker>
-// started" and then either waits the same way or, with -exit-after, exits
-// with -code after that long (a container that keeps crashing).
+// Command kubeapp is the program in the app images the kubelet test runs
+// (built static, packed with internal/imagebuild: the test pulls no image
+// from outside). It prints "kubeapp <marker> started" and then either
+// waits for SIGTERM or SIGINT or, with -exit-after, exits with -code after
+// that long (a container that keeps crashing).
 package main
 
 import (
@@ -11,16 +10,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 )
 
 func main() {
-	if filepath.Base(os.Args[0]) == "pause" {
-		wait()
-		return
-	}
 	marker := flag.String("marker", "", "text to print at start")
 	exitAfter := flag.Duration("exit-after", 0, "exit after this long (0: run until signalled)")
 	code := flag.Int("code", 1, "exit code with -exit-after")
