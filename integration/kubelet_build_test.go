@@ -39,7 +39,7 @@ type builtOnce struct {
 
 // get returns the program's path, running build the first time; a build
 // error fails every test that asks.
-func (b *builtOnce) get(t *testing.T, what string, build func() (string, error)) string {
+func (b *builtOnce) get(t testing.TB, what string, build func() (string, error)) string {
 	t.Helper()
 	binaries(t)
 	b.once.Do(func() { b.path, b.err = build() })
