@@ -21,6 +21,7 @@ import (
 
 	"github.com/beam-cloud/b9-resolver/internal/imagebuild"
 	"github.com/beam-cloud/b9-resolver/internal/testutil/registrytest"
+	"github.com/beam-cloud/b9-resolver/pkg/imagecreds"
 )
 
 // kubeletNodeName is the test kubelet's --hostname-override: static pods
@@ -31,7 +32,9 @@ const kubeletNodeName = "b9node"
 // (static pods, hostNetwork, runc, cgroupfs) with its image service on the
 // b9 socket and its runtime on containerd-b9's CRI. A pod with the
 // annotation pulls and runs; a pod without it is refused with
-// Unauthenticated (in kubelet's events); IfNotPresent on a present image
+// Unauthenticated (in kubelet's events); a sealed annotation pulls and runs
+// in the namespace it was sealed for and is refused (PermissionDenied) in
+// another; IfNotPresent on a present image
 // costs no PullImage and Always one, which costs the registry one manifest
 // request; kubelet reads ImageFsInfo through b9; containerd-b9 restarts
 // (turning ensure_secret_pulled_images on) under running pods and kubelet
@@ -56,7 +59,7 @@ func TestKubelet(t *testing.T) {
 
 	passA, admin := canary("alice"), canary("admin")
 	reg := registrytest.Start(t, registrytest.WithTokenAuth(),
-		registrytest.WithUser("alice", passA, "app/kube", "app/other", "app/gc", "app/ensure", "app/crash"),
+		registrytest.WithUser("alice", passA, "app/kube", "app/other", "app/gc", "app/ensure", "app/crash", "app/sealed"),
 		registrytest.WithUser("admin", admin, "*"),
 		// containerd's CRI pulls the sandbox image itself, anonymously.
 		registrytest.WithAnonymousPull("pause"))
@@ -71,7 +74,11 @@ func TestKubelet(t *testing.T) {
 	// CNI (hostNetwork pods only), b9's metrics on containerd's address.
 	criConfig, criEnv, pauseRef := sandboxRuntime(t, reg, "admin", admin)
 	metricsAddr := freeAddr(t)
-	n := newNode(t, nodeConfig{pullMode: "direct", extra: fmt.Sprintf("[metrics]\n  address = '%s'\n%s", metricsAddr, criConfig), env: criEnv})
+	// The node's key for sealed annotations.
+	idDir := shortTempDir(t)
+	nodeID := writeIdentity(t, filepath.Join(idDir, "node.key"))
+	n := newNode(t, nodeConfig{pullMode: "direct", extra: fmt.Sprintf("[metrics]\n  address = '%s'\n%s", metricsAddr, criConfig), env: criEnv,
+		plugin: fmt.Sprintf("  [plugins.'io.containerd.grpc.v1.b9-resolver'.sealed]\n    identity_files = ['%s/*.key']\n", idDir)})
 	guard.watchShims(n.containerd)
 	k := startKubelet(t, n, kubelet)
 	// Deferred, so it runs before the cleanups stop containerd (a restart
@@ -136,6 +143,31 @@ func TestKubelet(t *testing.T) {
 			t.Error("no PullImage answered Unauthenticated in b9's metrics")
 		}
 		k.removePod(t, "nocred")
+	})
+
+	// kubelet gives PullImage the pod's namespace (static pods: "default"):
+	// a sealed annotation for it pulls and runs, the same credential sealed
+	// for another namespace is refused.
+	t.Run("sealed annotation", func(t *testing.T) {
+		seal := func(ns string) map[string]string {
+			v, err := imagecreds.Seal(basicDoc(reg.Host, "alice", passA), []string{nodeID.Recipient().String()}, ns, time.Now().Add(time.Hour))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return map[string]string{annKey: v}
+		}
+		k.addPod(t, staticPod{name: "sealedns", image: refs["app/sealed:v1"], policy: "IfNotPresent", annotations: seal("team-b"), marker: "sealedns"})
+		line := k.waitLogLine(t, func(l string) bool {
+			return strings.Contains(l, "sealedns-"+kubeletNodeName) && strings.Contains(l, "code = PermissionDenied")
+		}, time.Minute)
+		if !strings.Contains(line, "sealed for another namespace than the pod's (default)") {
+			t.Errorf("kubelet's line for the refused pod: %s", trimLine(line, 400))
+		}
+		k.removePod(t, "sealedns")
+		k.addPod(t, staticPod{name: "sealed", image: refs["app/sealed:v1"], policy: "IfNotPresent", annotations: seal("default"), marker: "sealed"})
+		k.waitRunning(t, "sealed", 0)
+		k.waitLog(t, "sealed", "kubeapp sealed started")
+		k.removePod(t, "sealed")
 	})
 
 	t.Run("ImageFsInfo through b9", func(t *testing.T) {
@@ -281,7 +313,7 @@ func buildKubeImages(t *testing.T) map[string]v1.Image {
 		}
 		out[name] = img
 	}
-	for _, name := range []string{"app/kube:v1", "app/other:v1", "app/gc:v1", "app/ensure:v1", "app/crash:v1"} {
+	for _, name := range []string{"app/kube:v1", "app/other:v1", "app/gc:v1", "app/ensure:v1", "app/crash:v1", "app/sealed:v1"} {
 		build(name, imagebuild.Spec{Files: []imagebuild.File{
 			{Path: "/app", Mode: 0o755, Data: prog},
 			{Path: "/etc/image-name", Mode: 0o644, Data: []byte(name + "\n")},
