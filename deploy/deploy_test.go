@@ -248,6 +248,36 @@ func TestDaemonSet(t *testing.T) {
 		}
 	}
 
+	// Sealed documents: the ConfigMap's commented [sealed] lines, once
+	// uncommented, name identity files on the optional Secret volume,
+	// mounted read-only with a mode the daemon accepts for identity files,
+	// and a pattern that skips the volume's own ..data entries.
+	sealedText := regexp.MustCompile(`(?m)^#(\[sealed\]|identity_files = )`).ReplaceAllString(text, "$1")
+	if sealedText == text {
+		t.Fatal("the ConfigMap has no commented [sealed] identity_files to enable")
+	}
+	if err := os.WriteFile(tmp, []byte(sealedText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := service.LoadConfigFile(tmp)
+	if err != nil {
+		t.Fatalf("the ConfigMap's config with [sealed] enabled: %v", err)
+	}
+	if len(scfg.Sealed.IdentityFiles) != 1 {
+		t.Fatalf("sealed.identity_files = %v, want one pattern", scfg.Sealed.IdentityFiles)
+	}
+	pattern := scfg.Sealed.IdentityFiles[0]
+	idMount, ok := mounts[filepath.Dir(pattern)]
+	sec := volumes[idMount.Name].Secret
+	if !ok || !idMount.ReadOnly || sec == nil || sec.Optional == nil || !*sec.Optional || sec.DefaultMode == nil || *sec.DefaultMode != 0o400 {
+		t.Errorf("identity files %s: want a read-only mount of an optional Secret with defaultMode 0400, got mount %+v volume %+v", pattern, idMount, volumes[idMount.Name])
+	}
+	for name, want := range map[string]bool{"node.key": true, "..data": false, "..2026_11_30_01": false} {
+		if got, _ := filepath.Match(pattern, filepath.Join(filepath.Dir(pattern), name)); got != want {
+			t.Errorf("identity pattern %s matches %s: %v, want %v", pattern, name, got, want)
+		}
+	}
+
 	// Privileges: root for the sockets, nothing else.
 	sc := c.SecurityContext
 	if sc == nil || sc.Privileged == nil || *sc.Privileged || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||

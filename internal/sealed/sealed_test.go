@@ -393,3 +393,55 @@ func TestParseValueRequireSealed(t *testing.T) {
 		t.Errorf("sealed value where only plain ones are read: %v", err)
 	}
 }
+
+// TestKeyringKubernetesSecretVolume reads identities the way a DaemonSet
+// gets them: a Secret volume, where each key is a symlink through ..data
+// to a timestamped folder that kubelet swaps atomically on update. The
+// glob skips the dot entries, and a swap is a rotation without restart.
+func TestKeyringKubernetesSecretVolume(t *testing.T) {
+	dir := t.TempDir()
+	oldID, newID := identity(t), identity(t)
+	publish := func(version string, id *age.X25519Identity) {
+		t.Helper()
+		if err := os.Mkdir(filepath.Join(dir, version), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeIdentity(t, filepath.Join(dir, version), "node.key", 0o400, id)
+		tmp := filepath.Join(dir, "..data_tmp")
+		if err := os.Symlink(version, tmp); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publish("..2026_11_30_01", oldID)
+	if err := os.Symlink(filepath.Join("..data", "node.key"), filepath.Join(dir, "node.key")); err != nil {
+		t.Fatal(err)
+	}
+	var reloadErrs []string
+	k, err := NewKeyring([]string{filepath.Join(dir, "[^.]*")}, ownerOpt(),
+		WithReloadErrors(func(p string, err error) { reloadErrs = append(reloadErrs, err.Error()) }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldValue := seal(t, "robot:"+canary, "team-a", time.Time{}, oldID)
+	newValue := seal(t, "robot:"+canary, "team-a", time.Time{}, newID)
+	if _, err := k.Unseal("annotation k", oldValue, "team-a"); err != nil {
+		t.Fatalf("identity from the Secret volume: %v", err)
+	}
+	if got := k.Recipients(); len(got) != 1 {
+		t.Errorf("%d identities loaded, want 1 (the dot entries are not identity files)", len(got))
+	}
+
+	publish("..2026_11_30_02", newID) // kubelet's update of the Secret
+	if _, err := k.Unseal("annotation k", newValue, "team-a"); err != nil {
+		t.Fatalf("after the Secret was updated: %v", err)
+	}
+	if _, err := k.Unseal("annotation k", oldValue, "team-a"); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("value for the replaced identity: %v, want FailedPrecondition", err)
+	}
+	if len(reloadErrs) != 0 {
+		t.Errorf("reload errors: %v", reloadErrs)
+	}
+}
