@@ -47,7 +47,8 @@ import (
 // Before the timed pulls each path pulls one image per registry, untimed:
 // what is measured is a node's steady state, where b9's cached challenges
 // and tokens apply. B9_BENCH_N sets the pulls per path (default 10),
-// B9_BENCH_ROWS a regexp of the rows to run ("RSS" for the memory rows).
+// B9_BENCH_ROWS a regexp of the rows to run ("RSS" for the memory rows),
+// B9_BENCH_UNPACKS b9's max_concurrent_unpacks.
 func BenchmarkE2E(b *testing.B) {
 	binaries(b)
 	nPulls := 10
@@ -70,7 +71,13 @@ func BenchmarkE2E(b *testing.B) {
 	// CRI as on a stock node (its defaults: pulls through the transfer
 	// service), overlayfs; info logging, as in production.
 	profileDir := os.Getenv("B9_BENCH_PROFILE")
-	direct := newNode(b, nodeConfig{pullMode: "direct", snapshotter: "overlayfs", criDefaults: true, logLevel: "info", debug: profileDir != ""})
+	// B9_BENCH_UNPACKS sets b9's max_concurrent_unpacks (stock CRI's
+	// transfer service keeps its default, 1).
+	var pluginTOML string
+	if v, err := strconv.Atoi(os.Getenv("B9_BENCH_UNPACKS")); err == nil && v > 0 {
+		pluginTOML = fmt.Sprintf("max_concurrent_unpacks = %d\n", v)
+	}
+	direct := newNode(b, nodeConfig{pullMode: "direct", snapshotter: "overlayfs", criDefaults: true, logLevel: "info", debug: profileDir != "", plugin: pluginTOML})
 	direct.startStandalone("direct")
 	plugin, stock, standalone := bn.conn(direct.b9, true), bn.conn(direct.containerd, false), bn.conn(direct.standAddr, true)
 	for _, reg := range []*registrytest.Registry{basic, token} {

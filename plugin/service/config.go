@@ -76,6 +76,13 @@ type Config struct {
 	// once, per pull and node-wide, as CRI's key of the same name does
 	// (which applies when this is 0).
 	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+	// MaxConcurrentUnpacks bounds the layers direct pulls unpack at once,
+	// node-wide, like the key of the same name of containerd's transfer
+	// service (through which stock CRI pulls). 0 or 1 unpacks each image's
+	// layers one after another, as stock CRI does by default; above 1, a
+	// snapshotter with the "rebase" capability (overlayfs) unpacks an
+	// image's layers side by side and commits them in order.
+	MaxConcurrentUnpacks int `toml:"max_concurrent_unpacks"`
 	// ImagePullProgressTimeout cancels a direct pull that read nothing
 	// from the registry for this long, as CRI's key of the same name does
 	// (which applies when this is empty); "0" never cancels.

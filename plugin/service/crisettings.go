@@ -91,7 +91,15 @@ type pullSettings struct {
 	// bounds every direct pull's together, as CRI's does.
 	maxConcurrentDownloads int
 	limiter                *semaphore.Weighted
-	layerFetchBuffer       int
+	maxConcurrentUnpacks   int
+	// unpackLimiter, when set, lets the unpacker apply an image's layers
+	// side by side (max_concurrent_unpacks > 1), bounded node-wide.
+	unpackLimiter *semaphore.Weighted
+	// unpacking lets one pull unpack a layer that several concurrent
+	// pulls of different images share, as CRI's suppressor does; the
+	// others wait for its snapshot.
+	unpacking        *keyedLocks
+	layerFetchBuffer int
 	// progressTimeout cancels a pull that read nothing for this long while
 	// requests were open (0: never).
 	progressTimeout       time.Duration
@@ -115,6 +123,7 @@ func (s *settings) pullSettings(cri *CRIImageSettings) (pullSettings, error) {
 		snapshotAnnotations:    !c.DisableSnapshotAnnotations,
 		syncFs:                 c.ImagePullWithSyncFs,
 		discardUnpackedLayers:  c.DiscardUnpackedLayers,
+		unpacking:              newKeyedLocks(),
 	}
 	for h, rp := range c.RuntimePlatforms {
 		if rp.Snapshotter != "" {
@@ -149,6 +158,16 @@ func (s *settings) pullSettings(cri *CRIImageSettings) (pullSettings, error) {
 	}
 	if p.maxConcurrentDownloads > 0 {
 		p.limiter = semaphore.NewWeighted(int64(p.maxConcurrentDownloads))
+	}
+	p.maxConcurrentUnpacks = s.MaxConcurrentUnpacks
+	switch n := p.maxConcurrentUnpacks; {
+	case n < 0:
+		return pullSettings{}, fmt.Errorf("b9-resolver config: max_concurrent_unpacks: %d is negative: %w", n, errdefs.ErrInvalidArgument)
+	case n > 1:
+		// As containerd's transfer service: a limiter only above 1, so 1
+		// keeps the sequential unpack (the unpacker goes parallel
+		// whenever it has a limiter).
+		p.unpackLimiter = semaphore.NewWeighted(int64(n))
 	}
 	if timeout != "" {
 		d, err := time.ParseDuration(timeout)

@@ -34,9 +34,14 @@ func TestPullSettings(t *testing.T) {
 		{"b9's keys override", Config{
 			Snapshotter: "native", RuntimeSnapshotters: map[string]string{"kata": "blockfile", "gvisor": "native"},
 			MaxConcurrentDownloads: 8, ImagePullProgressTimeout: "0", DisableSnapshotAnnotations: &yes, ImagePullWithSyncFs: &no,
+			MaxConcurrentUnpacks: 2,
 		}, cri, pullSettings{
 			snapshotter: "native", runtimeSnapshotters: map[string]string{"kata": "blockfile", "gvisor": "native"},
-			maxConcurrentDownloads: 8, progressTimeout: 0, snapshotAnnotations: false, syncFs: false, discardUnpackedLayers: true}},
+			maxConcurrentDownloads: 8, progressTimeout: 0, snapshotAnnotations: false, syncFs: false, discardUnpackedLayers: true,
+			maxConcurrentUnpacks: 2}},
+		{"one unpack at a time is the sequential unpack", Config{MaxConcurrentUnpacks: 1}, nil, pullSettings{
+			snapshotter: defaults.DefaultSnapshotter, runtimeSnapshotters: map[string]string{},
+			maxConcurrentDownloads: 3, progressTimeout: 5 * time.Minute, maxConcurrentUnpacks: 1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := &settings{Config: tc.cfg}
@@ -48,6 +53,14 @@ func TestPullSettings(t *testing.T) {
 				t.Errorf("limiter %v for max_concurrent_downloads %d", got.limiter, got.maxConcurrentDownloads)
 			}
 			got.limiter = nil
+			// The unpacker unpacks layers side by side whenever it has a
+			// limiter: only above 1.
+			if (got.unpackLimiter != nil) != (tc.want.maxConcurrentUnpacks > 1) || got.maxConcurrentUnpacks != tc.want.maxConcurrentUnpacks {
+				t.Errorf("max_concurrent_unpacks %d, limiter %v; want %d", got.maxConcurrentUnpacks, got.unpackLimiter, tc.want.maxConcurrentUnpacks)
+			}
+			if got.unpacking == nil {
+				t.Error("no duplication suppressor")
+			}
 			if got.snapshotter != tc.want.snapshotter || got.maxConcurrentDownloads != tc.want.maxConcurrentDownloads ||
 				got.progressTimeout != tc.want.progressTimeout || got.snapshotAnnotations != tc.want.snapshotAnnotations ||
 				got.syncFs != tc.want.syncFs || got.discardUnpackedLayers != tc.want.discardUnpackedLayers ||
@@ -73,6 +86,7 @@ func TestPullSettingsErrors(t *testing.T) {
 		{"CRI's timeout", Config{}, &CRIImageSettings{ImagePullProgressTimeout: "soon"}, "plugins.'io.containerd.cri.v1.images'.image_pull_progress_timeout"},
 		{"b9's timeout", Config{ImagePullProgressTimeout: "-1s"}, nil, "b9-resolver config: image_pull_progress_timeout"},
 		{"downloads", Config{MaxConcurrentDownloads: -1}, nil, "max_concurrent_downloads"},
+		{"unpacks", Config{MaxConcurrentUnpacks: -1}, nil, "max_concurrent_unpacks"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := (&settings{Config: tc.cfg}).pullSettings(tc.cri)

@@ -154,9 +154,16 @@ func (s *Service) pullOnce(ctx context.Context, name, host, snapshotter string, 
 		containerd.WithMaxConcurrentDownloads(ps.maxConcurrentDownloads),
 		containerd.WithDownloadLimiter(ps.limiter),
 		containerd.WithConcurrentLayerFetchBuffer(ps.layerFetchBuffer),
-		containerd.WithUnpackOpts([]containerd.UnpackOpt{containerd.WithUnpackApplyOpts(diff.WithSyncFs(ps.syncFs))}),
 		containerd.WithImageHandlerWrapper(wrap),
 	}
+	unpackOpts := []containerd.UnpackOpt{
+		containerd.WithUnpackDuplicationSuppressor(ps.unpacking),
+		containerd.WithUnpackApplyOpts(diff.WithSyncFs(ps.syncFs)),
+	}
+	if ps.unpackLimiter != nil {
+		unpackOpts = append(unpackOpts, containerd.WithUnpackLimiter(ps.unpackLimiter))
+	}
+	opts = append(opts, containerd.WithUnpackOpts(unpackOpts))
 	if ps.discardUnpackedLayers {
 		// Lets GC remove layer blobs once unpacked.
 		opts = append(opts, containerd.WithChildLabelMap(images.ChildGCLabelsFilterLayers))

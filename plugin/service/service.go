@@ -280,7 +280,8 @@ func (s *Service) Start(ctx context.Context) error {
 	log.G(ctx).WithFields(log.Fields{
 		"address": s.cfg.Address, "pull_mode": s.cfg.PullMode, "containerd": s.containerd.name,
 		"snapshotter": s.snapshotterName(""), "isolation": s.cfg.Isolation,
-		"max_concurrent_downloads": s.pull.maxConcurrentDownloads, "snapshot_annotations": s.pull.snapshotAnnotations,
+		"max_concurrent_downloads": s.pull.maxConcurrentDownloads, "max_concurrent_unpacks": max(s.pull.maxConcurrentUnpacks, 1),
+		"snapshot_annotations": s.pull.snapshotAnnotations,
 	}).Info("b9-resolver: CRI image service serving")
 	if s.identities != nil {
 		log.G(ctx).WithFields(log.Fields{"recipients": s.identities.Recipients(), "require": s.cfg.Sealed.Require}).
