@@ -106,9 +106,21 @@ func BenchmarkE2E(b *testing.B) {
 	bn.concurrent("plugin direct, token, 20 concurrent pulls of 20 images (2 × 256 KiB), per batch", token, 20, plugin, stock)
 	if profileDir != "" {
 		// CPU profiles of containerd-b9 while it pulls through one path
-		// only: `go tool pprof -top` them to see where each path's time goes.
-		bn.profile(direct, filepath.Join(profileDir, "b9-direct.pprof"), token, plugin)
-		bn.profile(direct, filepath.Join(profileDir, "stock-cri.pprof"), token, stock)
+		// only, in the order b9, stock, stock, b9 for each shape, so
+		// neither path always goes first: `go tool pprof -top` a path's two
+		// files together to see where its time goes.
+		for _, shape := range []struct {
+			name          string
+			layers, bytes int
+		}{{"3x8MiB", 3, 8 << 20}, {"30x64KiB", 30, 64 << 10}} {
+			for i, p := range []benchPath{plugin, stock, stock, plugin} {
+				file := fmt.Sprintf("stock-cri-%s-%d.pprof", shape.name, i)
+				if p.b9 {
+					file = fmt.Sprintf("b9-direct-%s-%d.pprof", shape.name, i)
+				}
+				bn.profile(direct, filepath.Join(profileDir, file), token, p, shape.layers, shape.bytes)
+			}
+		}
 	}
 
 	// Forward mode: the plugin hands each pull to CRI in process.
@@ -301,12 +313,13 @@ func registryRequests(reg *registrytest.Registry) int {
 	return reg.Count(func(q registrytest.Request) bool { return q.Server == registrytest.ServerRegistry })
 }
 
-// profile takes a 10 s CPU profile of n's containerd-b9 while p pulls
-// fresh 3 × 8 MiB images from reg one after another, and writes it to out.
-func (bn *benchEnv) profile(n *node, out string, reg *registrytest.Registry, p benchPath) {
+// profile takes a 10 s CPU profile of n's containerd-b9 while p pulls 16
+// fresh images (layers × size) from reg one after another, and writes it
+// to out.
+func (bn *benchEnv) profile(n *node, out string, reg *registrytest.Registry, p benchPath, layers, size int) {
 	refs := make([]string, 16)
 	for i := range refs {
-		refs[i] = bn.image(reg, fmt.Sprintf("profile-%v", p.b9), 3, 8<<20)
+		refs[i] = bn.image(reg, fmt.Sprintf("profile-%v", p.b9), layers, size)
 	}
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(n.dir, "debug.sock"))
