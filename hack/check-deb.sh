@@ -21,7 +21,10 @@ for w in "${want[@]}"; do
 	fi
 done
 [[ $(dpkg-deb --field "$deb" Package) == b9-resolver ]] || { echo "check-deb: Package is not b9-resolver" >&2; exit 1; }
-dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -qx './postinst' || { echo "check-deb: no postinst" >&2; exit 1; }
+# The listing is read whole before it is searched: grep -q would stop at
+# the first match and, under pipefail, tar's SIGPIPE would fail the check.
+control=$(dpkg-deb --ctrl-tarfile "$deb" | tar -t)
+grep -qx './postinst' <<<"$control" || { echo "check-deb: no postinst" >&2; exit 1; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 dpkg-deb --extract "$deb" "$tmp"
