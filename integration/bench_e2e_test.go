@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -47,8 +48,10 @@ import (
 // Before the timed pulls each path pulls one image per registry, untimed:
 // what is measured is a node's steady state, where b9's cached challenges
 // and tokens apply. B9_BENCH_N sets the pulls per path (default 10),
-// B9_BENCH_ROWS a regexp of the rows to run ("RSS" for the memory rows),
-// B9_BENCH_UNPACKS b9's max_concurrent_unpacks.
+// B9_BENCH_ROWS a regexp of the rows to run ("RSS" for the memory rows,
+// "profile plugin" and "profile standalone" for the profiles),
+// B9_BENCH_UNPACKS b9's max_concurrent_unpacks, B9_BENCH_PROFILE a folder
+// for CPU profiles.
 func BenchmarkE2E(b *testing.B) {
 	binaries(b)
 	nPulls := 10
@@ -78,10 +81,13 @@ func BenchmarkE2E(b *testing.B) {
 		pluginTOML = fmt.Sprintf("max_concurrent_unpacks = %d\n", v)
 	}
 	direct := newNode(b, nodeConfig{pullMode: "direct", snapshotter: "overlayfs", criDefaults: true, logLevel: "info", debug: profileDir != "", plugin: pluginTOML})
+	// Two standalone daemons next to the same containerd: one per pull mode.
 	direct.startStandalone("direct")
+	fwdAddr, fwdProc := direct.startStandaloneNamed("standalone-forward", "forward")
 	plugin, stock, standalone := bn.conn(direct.b9, true), bn.conn(direct.containerd, false), bn.conn(direct.standAddr, true)
+	standaloneFwd := bn.conn(fwdAddr, true)
 	for _, reg := range []*registrytest.Registry{basic, token} {
-		bn.warm(reg, plugin, stock, standalone)
+		bn.warm(reg, plugin, stock, standalone, standaloneFwd)
 	}
 
 	shapes := []struct {
@@ -101,30 +107,50 @@ func BenchmarkE2E(b *testing.B) {
 		r    *registrytest.Registry
 	}{{"htpasswd", basic}, {"token", token}} {
 		bn.pairs("standalone direct, "+reg.name+", 3 × 8 MiB", reg.r, 3, 8<<20, standalone, stock)
+		bn.pairs("standalone forward, "+reg.name+", 3 × 8 MiB", reg.r, 3, 8<<20, standaloneFwd, stock)
 	}
 	bn.repulls("plugin direct, token, re-pull of a present image", token, plugin, stock)
 	bn.concurrent("plugin direct, token, 20 concurrent pulls of 20 images (2 × 256 KiB), per batch", token, 20, plugin, stock)
 	if profileDir != "" {
-		// CPU profiles of containerd-b9 while it pulls through one path
-		// only, in the order b9, stock, stock, b9 for each shape, so
-		// neither path always goes first: `go tool pprof -top` a path's two
-		// files together to see where its time goes.
+		// CPU profiles while one path pulls, in the order b9, stock,
+		// stock, b9 for each shape, so neither path always goes first:
+		// `go tool pprof -top` a path's two files together to see where
+		// its time goes. Standalone pulls cost two processes, so both are
+		// profiled: containerd-b9 and the standalone daemon.
+		cdSock, saSock := filepath.Join(direct.dir, "debug.sock"), filepath.Join(direct.dir, "standalone-debug.sock")
 		for _, shape := range []struct {
 			name          string
 			layers, bytes int
 		}{{"3x8MiB", 3, 8 << 20}, {"30x64KiB", 30, 64 << 10}} {
 			for i, p := range []benchPath{plugin, stock, stock, plugin} {
+				if !bn.want("profile plugin") {
+					break
+				}
 				file := fmt.Sprintf("stock-cri-%s-%d.pprof", shape.name, i)
 				if p.b9 {
 					file = fmt.Sprintf("b9-direct-%s-%d.pprof", shape.name, i)
 				}
-				bn.profile(direct, filepath.Join(profileDir, file), token, p, shape.layers, shape.bytes)
+				bn.profile(map[string]string{filepath.Join(profileDir, file): cdSock}, token, p, shape.layers, shape.bytes)
+			}
+			for i, p := range []benchPath{standalone, stock, stock, standalone} {
+				if !bn.want("profile standalone") {
+					break
+				}
+				outs := map[string]string{filepath.Join(profileDir, fmt.Sprintf("stock-cri-vs-standalone-%s-%d.pprof", shape.name, i)): cdSock}
+				if p.b9 {
+					outs = map[string]string{
+						filepath.Join(profileDir, fmt.Sprintf("standalone-containerd-%s-%d.pprof", shape.name, i)): cdSock,
+						filepath.Join(profileDir, fmt.Sprintf("standalone-daemon-%s-%d.pprof", shape.name, i)):     saSock,
+					}
+				}
+				bn.profile(outs, token, p, shape.layers, shape.bytes)
 			}
 		}
 	}
 
 	// Forward mode: the plugin hands each pull to CRI in process.
 	direct.standalone.stop(b)
+	fwdProc.stop(b)
 	direct.cd.stop(b)
 	if name := "plugin forward, token, 3 × 8 MiB"; bn.want(name) {
 		forward := newNode(b, nodeConfig{pullMode: "forward", snapshotter: "overlayfs", criDefaults: true, logLevel: "info"})
@@ -313,43 +339,50 @@ func registryRequests(reg *registrytest.Registry) int {
 	return reg.Count(func(q registrytest.Request) bool { return q.Server == registrytest.ServerRegistry })
 }
 
-// profile takes a 10 s CPU profile of n's containerd-b9 while p pulls 16
-// fresh images (layers × size) from reg one after another, and writes it
-// to out.
-func (bn *benchEnv) profile(n *node, out string, reg *registrytest.Registry, p benchPath, layers, size int) {
+// profile takes a 10 s CPU profile from each debug socket (out file →
+// socket) at once while p pulls 16 fresh images (layers × size) from reg
+// one after another.
+func (bn *benchEnv) profile(outs map[string]string, reg *registrytest.Registry, p benchPath, layers, size int) {
 	refs := make([]string, 16)
 	for i := range refs {
 		refs[i] = bn.image(reg, fmt.Sprintf("profile-%v", p.b9), layers, size)
 	}
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", filepath.Join(n.dir, "debug.sock"))
-	}}}
-	done := make(chan error, 1)
-	go func() {
-		resp, err := hc.Get("http://containerd/debug/pprof/profile?seconds=10")
-		if err == nil {
-			defer resp.Body.Close()
-			var f *os.File
-			if f, err = os.Create(out); err == nil {
-				_, err = io.Copy(f, resp.Body)
-				err = errors.Join(err, f.Close())
-			}
-		}
-		done <- err
-	}()
+	done := make(chan error, len(outs))
+	for out, sock := range outs {
+		go func() { done <- fetchProfile(sock, out) }()
+	}
 	pulls := 0
 	for _, ref := range refs {
-		select {
-		case err := <-done:
-			fmt.Fprintf(os.Stderr, "bench-e2e: profile %s: %d pulls (error: %v)\n", out, pulls, err)
-			return
-		default:
+		if len(done) > 0 {
+			break
 		}
 		bn.pull(p, ref)
 		pulls++
 	}
-	err := <-done
-	fmt.Fprintf(os.Stderr, "bench-e2e: profile %s: %d pulls, all before the profile ended (error: %v)\n", out, pulls, err)
+	var errs []error
+	for range outs {
+		errs = append(errs, <-done)
+	}
+	fmt.Fprintf(os.Stderr, "bench-e2e: profiles %v: %d pulls (error: %v)\n", slices.Sorted(maps.Keys(outs)), pulls, errors.Join(errs...))
+}
+
+// fetchProfile writes a 10 s CPU profile from the debug socket sock (Go's
+// /debug/pprof, which containerd and containerd-b9 standalone serve) to out.
+func fetchProfile(sock, out string) error {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	resp, err := hc.Get("http://debug/debug/pprof/profile?seconds=10")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, resp.Body)
+	return errors.Join(err, f.Close())
 }
 
 // rssResult is containerd-b9's resident memory with and without the plugin.

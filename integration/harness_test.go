@@ -261,6 +261,7 @@ type node struct {
 	env        []string
 	logLevel   string
 	withoutB9  bool
+	debug      bool
 	// outputs collects everything crictl printed, for the secret check.
 	mu      sync.Mutex
 	outputs []string
@@ -300,7 +301,7 @@ func newNode(t testing.TB, nc nodeConfig) *node {
 	if nc.snapshotter == "" {
 		nc.snapshotter = "native"
 	}
-	n.logLevel, n.withoutB9 = cmp.Or(nc.logLevel, "debug"), nc.withoutB9
+	n.logLevel, n.withoutB9, n.debug = cmp.Or(nc.logLevel, "debug"), nc.withoutB9, nc.debug
 	disabled := "'io.containerd.nri.v1.nri'"
 	if nc.withoutB9 {
 		disabled += ", 'io.containerd.grpc.v1.b9-resolver'"
@@ -380,11 +381,25 @@ func (n *node) restartContainerd() {
 // the same config file, in pull mode mode, with more flags.
 func (n *node) startStandalone(mode string, flags ...string) {
 	n.t.Helper()
-	n.standAddr = filepath.Join(n.dir, "standalone", "b9.sock")
-	n.standalone = startProcEnv(n.t, "standalone", filepath.Join(n.dir, "standalone.log"), n.env,
-		append([]string{containerdBin, "standalone", "--config", n.config, "--containerd-address", n.containerd,
-			"--address", n.standAddr, "--pull-mode", mode, "--log-level", "debug"}, flags...)...)
-	waitSocket(n.t, n.standalone, n.standAddr, 30*time.Second)
+	n.standAddr, n.standalone = n.startStandaloneNamed("standalone", mode, flags...)
+}
+
+// startStandaloneNamed starts a standalone daemon next to n's containerd
+// with its socket, log and debug socket under <dir>/<name>: more than one
+// may run at once (the benchmark runs one per pull mode).
+func (n *node) startStandaloneNamed(name, mode string, flags ...string) (string, *proc) {
+	n.t.Helper()
+	addr := filepath.Join(n.dir, name, "b9.sock")
+	// The standalone daemon logs at containerd's level, and serves its
+	// profiler on <dir>/<name>-debug.sock when containerd serves its own.
+	args := []string{containerdBin, "standalone", "--config", n.config, "--containerd-address", n.containerd,
+		"--address", addr, "--pull-mode", mode, "--log-level", n.logLevel}
+	if n.debug {
+		args = append(args, "--debug-address", filepath.Join(n.dir, name+"-debug.sock"))
+	}
+	p := startProcEnv(n.t, name, filepath.Join(n.dir, name+".log"), n.env, append(args, flags...)...)
+	waitSocket(n.t, p, addr, 30*time.Second)
+	return addr, p
 }
 
 func (n *node) restartStandalone(mode string) {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -148,7 +149,8 @@ func TestPull(t *testing.T) {
 		})
 	}
 
-	t.Run("direct labels", func(t *testing.T) { testDirectLabels(t, e) })
+	t.Run("direct labels", func(t *testing.T) { testLabels(t, e, n.b9, "direct") })
+	t.Run("forward labels", func(t *testing.T) { testLabels(t, e, n.standAddr, "forward") })
 	t.Run("direct request counts", func(t *testing.T) { testRequestCounts(t, e) })
 	t.Run("direct concurrent pulls share", func(t *testing.T) { testConcurrent(t, e) })
 
@@ -174,19 +176,21 @@ func client(t *testing.T, n *node) *containerd.Client {
 	return c
 }
 
-// testDirectLabels checks what a direct pull leaves in containerd: CRI's
+// testLabels checks what a pull through sock leaves in containerd: CRI's
 // image label and id name, the remote-snapshotter labels on each layer
-// snapshot, and a credential ref that differs per credential.
-func testDirectLabels(t *testing.T, e *pullEnv) {
+// snapshot, and a credential ref that differs per credential, which the
+// Credentials service on sock answers (direct mode labels in Prepare,
+// forward mode after CRI's pull).
+func testLabels(t *testing.T, e *pullEnv, sock, mode string) {
 	n := e.n
-	a := e.token.PushRandomImage(t, "team-a/direct", "labels", "admin", e.admin)
-	b := e.token.PushRandomImage(t, "team-b/direct", "labels", "admin", e.admin)
-	mustSucceed(t, n.pull(n.b9, a.Ref, map[string]string{annKey: basicDoc(e.token.Host, "alice", e.passA)}), "alice")
-	mustSucceed(t, n.pull(n.b9, b.Ref, map[string]string{annKey: basicDoc(e.token.Host, "bob", e.passB)}), "bob")
+	a := e.token.PushRandomImage(t, "team-a/"+mode, "labels", "admin", e.admin)
+	b := e.token.PushRandomImage(t, "team-b/"+mode, "labels", "admin", e.admin)
+	mustSucceed(t, n.pull(sock, a.Ref, map[string]string{annKey: basicDoc(e.token.Host, "alice", e.passA)}), "alice")
+	mustSucceed(t, n.pull(sock, b.Ref, map[string]string{annKey: basicDoc(e.token.Host, "bob", e.passB)}), "bob")
 
 	c := client(t, n)
 	ctx := context.Background()
-	for _, name := range []string{a.Ref, a.Config, e.token.Host + "/team-a/direct@" + a.Digest} {
+	for _, name := range []string{a.Ref, a.Config, e.token.Host + "/team-a/" + mode + "@" + a.Digest} {
 		img, err := c.ImageService().Get(ctx, name)
 		if err != nil {
 			t.Errorf("image %s: %v", name, err)
@@ -200,18 +204,32 @@ func testDirectLabels(t *testing.T, e *pullEnv) {
 		}
 	}
 
-	refs := map[string]string{} // layer digest → credential ref
-	err := c.SnapshotService("native").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
-		if d := info.Labels["containerd.io/snapshot/cri.layer-digest"]; d != "" {
-			refs[d] = info.Labels["containerd.io/snapshot/b9.credential-ref"]
-			if info.Labels["containerd.io/snapshot/cri.image-ref"] == "" || info.Labels["containerd.io/snapshot/cri.manifest-digest"] == "" {
-				t.Errorf("snapshot %s lacks cri.* labels: %v", info.Name, info.Labels)
+	// Forward mode labels in the background, just after the pull's
+	// answer: wait (briefly) for every layer of both images to carry a ref.
+	var refs map[string]string // layer digest → credential ref
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		refs = map[string]string{}
+		err := c.SnapshotService("native").Walk(ctx, func(_ context.Context, info snapshots.Info) error {
+			if d := info.Labels["containerd.io/snapshot/cri.layer-digest"]; d != "" {
+				refs[d] = info.Labels["containerd.io/snapshot/b9.credential-ref"]
+				if info.Labels["containerd.io/snapshot/cri.image-ref"] == "" || info.Labels["containerd.io/snapshot/cri.manifest-digest"] == "" {
+					t.Errorf("snapshot %s lacks cri.* labels: %v", info.Name, info.Labels)
+				}
 			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+		labelled := true
+		for _, l := range append(slices.Clone(a.Layers), b.Layers...) {
+			labelled = labelled && refs[l] != ""
+		}
+		if labelled || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	refA, refB := refs[a.Layers[0]], refs[b.Layers[0]]
 	if refA == "" || refB == "" || refs[a.Layers[1]] != refA {
@@ -230,7 +248,7 @@ func testDirectLabels(t *testing.T, e *pullEnv) {
 	// A remote snapshotter holding only the label gets exactly that pull's
 	// credential from the Credentials service on the b9 socket.
 	for ref, want := range map[string][2]string{refA: {"alice", e.passA}, refB: {"bob", e.passB}} {
-		got := credentialFor(t, n.b9, credclient.Request{Host: e.token.Host, Repository: "team-a/direct", CredentialRef: ref})
+		got := credentialFor(t, sock, credclient.Request{Host: e.token.Host, Repository: "team-a/" + mode, CredentialRef: ref})
 		if got.Username != want[0] || got.Secret != want[1] || got.Ref != ref {
 			t.Errorf("GetCredentials(ref %s) = user %q ref %q (secret matches: %v), want %s", ref, got.Username, got.Ref, got.Secret == want[1], want[0])
 		}

@@ -3,9 +3,11 @@ package main
 import (
 	"context"
 	"errors"
+	"expvar"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os/signal"
 	"syscall"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/urfave/cli/v3"
 
 	"github.com/beam-cloud/b9-resolver/internal/metrics"
+	"github.com/beam-cloud/b9-resolver/internal/unixsock"
 	"github.com/beam-cloud/b9-resolver/plugin/service"
 )
 
@@ -37,6 +40,7 @@ table's keys alone; flags override it.`,
 			&cli.StringFlag{Name: "pull-mode", Usage: "direct or forward"},
 			&cli.StringFlag{Name: "log-level", Aliases: []string{"l"}, Value: "info", Usage: "trace, debug, info, warn, error"},
 			&cli.StringFlag{Name: "metrics-address", Usage: "HOST:PORT to serve Prometheus metrics on at /v1/metrics, as containerd's [metrics] address (default: none)"},
+			&cli.StringFlag{Name: "debug-address", Usage: "unix socket to serve Go's /debug/pprof and /debug/vars on, as containerd's [debug] address (root-only; default: none)"},
 			&cli.DurationFlag{Name: "takeover-timeout", Usage: "when another process serves the socket, wait this long for it to stop and then take the path over, instead of failing at once (a rolling upgrade's new instance)"},
 		},
 		Action: func(ctx context.Context, cmd *cli.Command) error {
@@ -73,6 +77,13 @@ table's keys alone; flags override it.`,
 					return err
 				}
 				defer closeMetrics()
+			}
+			if addr := cmd.String("debug-address"); addr != "" {
+				closeDebug, err := serveDebug(ctx, addr)
+				if err != nil {
+					return err
+				}
+				defer closeDebug()
 			}
 			return runTakingOver(ctx, *cfg, cmd.Duration("takeover-timeout"), service.WithCRIImageSettings(cri))
 		},
@@ -138,5 +149,31 @@ func serveMetrics(ctx context.Context, addr string) (func(), error) {
 		}
 	}()
 	log.G(ctx).WithField("address", l.Addr().String()).Info("b9-resolver: serving metrics at /v1/metrics")
+	return func() { _ = srv.Close() }, nil
+}
+
+// serveDebug serves Go's profiler and expvar on the unix socket addr, the
+// paths containerd's [debug] address serves, so `go tool pprof` reads the
+// standalone daemon as it reads containerd. The socket is root-only: a
+// profile shows what the process holds.
+func serveDebug(ctx context.Context, addr string) (func(), error) {
+	l, err := unixsock.Listen(ctx, addr)
+	if err != nil {
+		return nil, fmt.Errorf("--debug-address: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/debug/vars", expvar.Handler())
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.G(ctx).WithError(err).Error("b9-resolver: debug server stopped")
+		}
+	}()
+	log.G(ctx).WithField("address", addr).Info("b9-resolver: serving /debug/pprof")
 	return func() { _ = srv.Close() }, nil
 }

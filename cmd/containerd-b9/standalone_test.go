@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,5 +121,55 @@ func TestRunTakingOver(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("did not stop")
+	}
+}
+
+// The debug socket serves the profiler's index and a CPU profile, and is
+// root-only (0600) as containerd's is.
+func TestServeDebug(t *testing.T) {
+	addr := filepath.Join(shortDir(t), "debug", "debug.sock")
+	closeDebug, err := serveDebug(t.Context(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeDebug()
+	fi, err := os.Stat(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("debug socket mode %v, want 0600", fi.Mode().Perm())
+	}
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", addr)
+	}}}
+	for path, want := range map[string]string{
+		"/debug/pprof/":                  "goroutine",
+		"/debug/pprof/profile?seconds=1": "", // a gzipped profile: checked by its magic below
+		"/debug/vars":                    "memstats",
+		"/debug/pprof/goroutine?debug=1": "serveDebug",
+	} {
+		resp, err := hc.Get("http://b9" + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: status %d, %v", path, resp.StatusCode, err)
+		}
+		if want == "" {
+			if len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+				t.Errorf("GET %s: not a gzipped profile", path)
+			}
+			continue
+		}
+		if !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: no %q in the answer", path, want)
+		}
+	}
+	// A second server on a live socket is refused, not shared.
+	if _, err := serveDebug(t.Context(), addr); err == nil {
+		t.Error("a second debug server took a live socket")
 	}
 }

@@ -23,6 +23,9 @@ import (
 // containerd does not remove it. Direct mode binds every credential to its
 // origin (scheme, host, port); use it where registries redirect.
 //
+// After the pull the layer snapshots get CredentialRefLabel, as direct
+// mode's do, in the background (labelAfterPull).
+//
 // A rejected credential is handled as direct mode's Authorizer does: it is
 // dropped from the keychain (which would otherwise keep serving a revoked
 // or expired ECR token or ACR refresh token until its margin) and the pull
@@ -43,6 +46,9 @@ func (s *Service) pullForward(ctx context.Context, req *runtime.PullImageRequest
 			err = s.verifyForwarded(ctx, ref, resp.GetImageRef(), pa)
 		}
 		if err == nil {
+			if cred.Ref != "" {
+				s.labelAfterPull(ctx, ref.String(), resp.GetImageRef(), s.snapshotterFor(req), cred.Ref)
+			}
 			return resp.GetImageRef(), nil
 		}
 		if !rejected(err) {

@@ -53,6 +53,10 @@ type Service struct {
 	// config_path) around one node-wide Authorizer.
 	resolver *resolver.Resolver
 
+	// background is work a call leaves behind (forward mode's snapshot
+	// labels); Close waits for it.
+	background sync.WaitGroup
+
 	mu      sync.Mutex
 	sockets []servingSocket // the b9 socket first
 	closed  bool
@@ -373,6 +377,7 @@ func (s *Service) Close() error {
 		})
 	}
 	wg.Wait()
+	s.background.Wait()
 	s.keychain.Close()
 	var aerr error
 	if s.access != nil {
