@@ -109,6 +109,8 @@ func BenchmarkE2E(b *testing.B) {
 		bn.pairs("standalone direct, "+reg.name+", 3 × 8 MiB", reg.r, 3, 8<<20, standalone, stock)
 		bn.pairs("standalone forward, "+reg.name+", 3 × 8 MiB", reg.r, 3, 8<<20, standaloneFwd, stock)
 	}
+	bn.pairs("standalone direct, token, 30 × 64 KiB", token, 30, 64<<10, standalone, stock)
+	bn.pairs("standalone forward, token, 30 × 64 KiB", token, 30, 64<<10, standaloneFwd, stock)
 	bn.repulls("plugin direct, token, re-pull of a present image", token, plugin, stock)
 	bn.concurrent("plugin direct, token, 20 concurrent pulls of 20 images (2 × 256 KiB), per batch", token, 20, plugin, stock)
 	if profileDir != "" {

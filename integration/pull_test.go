@@ -253,6 +253,21 @@ func testLabels(t *testing.T, e *pullEnv, sock, mode string) {
 			t.Errorf("GetCredentials(ref %s) = user %q ref %q (secret matches: %v), want %s", ref, got.Username, got.Ref, got.Secret == want[1], want[0])
 		}
 	}
+
+	// Another credential pulling the same image leaves the first puller's
+	// ref on its layers (direct mode unpacks a layer once; forward mode
+	// labels only unlabelled layers). Forward mode labels in the
+	// background and a daemon's Close waits for that: restart it, so the
+	// check below sees whatever the second pull was going to write.
+	mustSucceed(t, n.pull(sock, a.Ref, map[string]string{annKey: basicDoc(e.token.Host, "admin", e.admin)}), "admin")
+	if mode == "forward" {
+		n.restartStandalone("forward")
+	}
+	for _, l := range a.Layers {
+		if got := layerCredentialRef(t, n, l); got != refA {
+			t.Errorf("layer %s: credential ref %s after admin's pull, want alice's %s", l, got, refA)
+		}
+	}
 }
 
 // credentialFor asks the Credentials service at sock.
