@@ -41,7 +41,8 @@ unit: lint
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count 5 $$($(GO) list ./... | grep -v /integration)
 
-# bench-e2e (root, a few minutes): containerd-b9 and registries, full CRI
+# bench-e2e (root, ~6 minutes at the default n): containerd-b9, two standalone
+# daemons and registries, full CRI
 # pulls through b9 side by side with stock CRI; prints one table. Not part
 # of `make test`. B9_BENCH_N sets the pulls per path (default 10).
 bench-e2e:
