@@ -120,32 +120,36 @@ func BenchmarkE2E(b *testing.B) {
 		// its time goes. Standalone pulls cost two processes, so both are
 		// profiled: containerd-b9 and the standalone daemon.
 		cdSock, saSock := filepath.Join(direct.dir, "debug.sock"), filepath.Join(direct.dir, "standalone-debug.sock")
+		// Each comparison: the b9 path, the processes its pulls run in
+		// (file prefix → debug socket), and the prefix of stock CRI's files.
+		comparisons := []struct {
+			row     string
+			b9      benchPath
+			b9Procs map[string]string
+			stock   string
+		}{
+			{"profile plugin", plugin, map[string]string{"b9-direct": cdSock}, "stock-cri"},
+			{"profile standalone", standalone, map[string]string{"standalone-containerd": cdSock, "standalone-daemon": saSock}, "stock-cri-vs-standalone"},
+		}
 		for _, shape := range []struct {
 			name          string
 			layers, bytes int
 		}{{"3x8MiB", 3, 8 << 20}, {"30x64KiB", 30, 64 << 10}} {
-			for i, p := range []benchPath{plugin, stock, stock, plugin} {
-				if !bn.want("profile plugin") {
-					break
+			for _, c := range comparisons {
+				if !bn.want(c.row) {
+					continue
 				}
-				file := fmt.Sprintf("stock-cri-%s-%d.pprof", shape.name, i)
-				if p.b9 {
-					file = fmt.Sprintf("b9-direct-%s-%d.pprof", shape.name, i)
-				}
-				bn.profile(map[string]string{filepath.Join(profileDir, file): cdSock}, token, p, shape.layers, shape.bytes)
-			}
-			for i, p := range []benchPath{standalone, stock, stock, standalone} {
-				if !bn.want("profile standalone") {
-					break
-				}
-				outs := map[string]string{filepath.Join(profileDir, fmt.Sprintf("stock-cri-vs-standalone-%s-%d.pprof", shape.name, i)): cdSock}
-				if p.b9 {
-					outs = map[string]string{
-						filepath.Join(profileDir, fmt.Sprintf("standalone-containerd-%s-%d.pprof", shape.name, i)): cdSock,
-						filepath.Join(profileDir, fmt.Sprintf("standalone-daemon-%s-%d.pprof", shape.name, i)):     saSock,
+				for i, p := range []benchPath{c.b9, stock, stock, c.b9} {
+					procs := map[string]string{c.stock: cdSock}
+					if p.b9 {
+						procs = c.b9Procs
 					}
+					outs := map[string]string{}
+					for prefix, sock := range procs {
+						outs[filepath.Join(profileDir, fmt.Sprintf("%s-%s-%d.pprof", prefix, shape.name, i))] = sock
+					}
+					bn.profile(outs, token, p, shape.layers, shape.bytes)
 				}
-				bn.profile(outs, token, p, shape.layers, shape.bytes)
 			}
 		}
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
-	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
@@ -52,15 +52,17 @@ func (s *Service) labelCredentialRef(ctx context.Context, id, snapshotter, ref s
 	if err != nil {
 		return fmt.Errorf("credential-ref label: image id %q: %w", id, errdefs.ErrInvalidArgument)
 	}
-	cs := s.containerd.client.ContentStore()
-	info, err := cs.Info(ctx, dgst)
+	// ReaderAt learns the size itself (the content API's Info): no Info
+	// of our own before it.
+	ra, err := s.containerd.client.ContentStore().ReaderAt(ctx, ocispec.Descriptor{Digest: dgst})
 	if err != nil {
 		return fmt.Errorf("credential-ref label: config %s: %w", dgst, err)
 	}
-	if info.Size > maxConfigSize {
-		return fmt.Errorf("credential-ref label: config %s is %d bytes: %w", dgst, info.Size, errdefs.ErrFailedPrecondition)
+	defer ra.Close()
+	if ra.Size() > maxConfigSize {
+		return fmt.Errorf("credential-ref label: config %s is %d bytes: %w", dgst, ra.Size(), errdefs.ErrFailedPrecondition)
 	}
-	b, err := content.ReadBlob(ctx, cs, ocispec.Descriptor{Digest: dgst, Size: info.Size})
+	b, err := io.ReadAll(io.NewSectionReader(ra, 0, ra.Size()))
 	if err != nil {
 		return fmt.Errorf("credential-ref label: config %s: %w", dgst, err)
 	}
