@@ -3,10 +3,12 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,13 +36,7 @@ func TestNetworkFailuresAreUnavailableOrDeadlineExceeded(t *testing.T) {
 		return err
 	}
 
-	// Nothing listens on the port any more.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	refusedURL := "http://" + l.Addr().String() + "/v2/"
-	l.Close()
+	refusedURL := "http://" + refusingAddr(t) + "/v2/"
 
 	// Accepts, then never answers; accepts, then hangs up.
 	held := make(chan net.Conn, 16)
@@ -86,6 +82,27 @@ func TestNetworkFailuresAreUnavailableOrDeadlineExceeded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// refusingAddr is a loopback address that refuses connections: a socket
+// bound to it that never listens. Closing a listener would free its port
+// for another test's server to take (the suite runs packages in
+// parallel); the bound socket keeps it until the test ends.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 // listen serves a loopback port, handing each connection to conn.
